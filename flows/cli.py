@@ -1,0 +1,159 @@
+"""The ``iea`` command: the application layer over ``iea`` (the method) and ``flows`` (wiring).
+
+Every command prints its result as JSON on stdout and progress on stderr; a bad input exits 1
+with ``error: <file:line or item>: <reason>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+for _var, _val in (
+    ("DO_NOT_TRACK", "1"),
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("MLFLOW_DISABLE_TELEMETRY", "true"),
+    ("GX_ANALYTICS_ENABLED", "false"),
+):
+    os.environ.setdefault(_var, _val)
+
+app = typer.Typer(help="iea: multimodal aspect-based sentiment analysis platform", no_args_is_help=True)
+data_app = typer.Typer(help="Twitter-2015/2017 data: convert, inspect, synthesize", no_args_is_help=True)
+flow_app = typer.Typer(help="Run Prefect flows", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect configuration", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(flow_app, name="flow")
+app.add_typer(config_app, name="config")
+
+FORMAT_HELP = "tombert (TSV), tombert_txt (4-line TXT), vlp (VLP-MABSA JSON) or conll (CMMT)"
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _emit(obj) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def _fail(err: BaseException | str) -> None:
+    print(f"error: {err}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+@data_app.command("convert")
+def data_convert(
+    format: str = typer.Option(..., "--format", help=FORMAT_HELP),
+    src: Path = typer.Option(..., "--src", help="folder holding the split files"),
+    out: Path = typer.Option(..., "--out", help="output folder"),
+    images: Path | None = typer.Option(None, "--images", help="image folder to check every record against"),
+    require_images: bool = typer.Option(False, "--require-images", help="fail when any image is unusable"),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="quarantine bad records to OUT/rejects.jsonl"),
+) -> None:
+    """Convert a public-format dataset to canonical OUT/{train,dev,test}.jsonl + manifest.json."""
+    from iea.data.convert import DataFormatError, MissingImagesError, convert
+    from iea.data.twitter import FORMATS
+
+    if format not in FORMATS:
+        _fail(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
+    try:
+        manifest = convert(
+            format, src, out, images=images, require_images=require_images, skip_bad=skip_bad, log=_progress
+        )
+    except (DataFormatError, MissingImagesError, FileNotFoundError) as e:
+        _fail(e)
+    if manifest["rejects"]["count"]:
+        _progress(f"{manifest['rejects']['count']} bad records quarantined to {out / 'rejects.jsonl'}")
+    _emit({"out": str(out), "version": manifest["version"], "counts": manifest["counts"],
+           "rejects": manifest["rejects"]["count"], "duplicates": manifest["duplicates"]})
+
+
+@data_app.command("stats")
+def data_stats(out: Path = typer.Argument(..., help="a folder written by 'iea data convert'")) -> None:
+    """Per split: tweets, aspects, POS, NEU, NEG."""
+    from iea.data.convert import dataset_stats
+
+    try:
+        _emit(dataset_stats(out))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(e)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out"),
+    format: str = typer.Option("vlp", "--format", help=FORMAT_HELP),
+    n_train: int = typer.Option(200), n_dev: int = typer.Option(50), n_test: int = typer.Option(50),
+    seed: int = typer.Option(13),
+) -> None:
+    """Write a synthetic Twitter-like dataset (annotations in FORMAT + JPEG images)."""
+    from iea.data.synthetic import generate
+
+    ds = generate(out, n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, fmt=format)
+    _emit({"annotations": str(ds.annotations), "images": str(ds.images), "format": ds.format})
+
+
+@app.command("eval")
+def eval_cmd(
+    gold: Path = typer.Option(..., "--gold", help="canonical SPLIT.jsonl"),
+    pred: Path = typer.Option(..., "--pred", help='PRED.jsonl: {"id", "aspects": [{"from","to","polarity"}]}'),
+) -> None:
+    """JMASA / MATE / MASC scores of PRED against GOLD."""
+    from iea.evaluate import evaluate_files
+
+    try:
+        _emit(evaluate_files(gold, pred))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(e)
+
+
+@config_app.command("show")
+def config_show(
+    config: Path | None = typer.Option(None, "--config"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Print the resolved settings."""
+    from iea.config import ConfigError, load_settings
+
+    try:
+        _emit(load_settings(config, overrides or []).model_dump(mode="json"))
+    except ConfigError as e:
+        _fail(e)
+
+
+@flow_app.command("preprocess")
+def flow_preprocess(
+    config: Path = typer.Option(..., "--config"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Run the twitter_preprocessing flow (convert, validate, version, track)."""
+    from iea.config import ConfigError, load_settings
+
+    try:
+        load_settings(config, overrides or [])  # all config errors before any work
+    except ConfigError as e:
+        _fail(e)
+    from flows.preprocess import twitter_preprocessing
+
+    try:
+        result = twitter_preprocessing(str(config), list(overrides or []))
+    except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
+        _fail(f"{type(e).__name__}: {e}")
+    _emit(result)
+    _progress(
+        f"dataset {result['version']} ({'reused' if result['reused'] else 'new'}) at {result['store_uri']}\n"
+        f"MLflow run {result['run_id']} in {result['tracking_uri']} "
+        f"(mlflow ui --backend-store-uri {result['tracking_uri']})"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Prefect flow ``twitter_preprocessing``: convert -> validate (GX) -> store (versioned) -> MLflow.
+
+The converted dataset is stored under ``datasets/twitter/<name>/<version>/`` where ``version`` is
+the content hash of the canonical split files; a rerun on unchanged input finds that version
+and reuses it instead of writing a new one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from flows import tracking
+from flows.validation import ValidationFailed, validate_tweets
+from iea.config import Settings, load_settings
+from iea.data import synthetic
+from iea.data.convert import convert, load_split
+from iea.data.records import SPLITS
+from iea.store import ArtifactStore, get_json, open_store
+
+DATASET_FILES = (*[f"{s}.jsonl" for s in SPLITS], "rejects.jsonl", "manifest.json")
+
+
+@task
+def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
+    """The annotation folder and image folder to convert (generating synthetic data if asked)."""
+    data = settings.data
+    if data.source == "files":
+        return Path(data.src), (Path(data.images) if data.images else None)
+    syn = data.synthetic
+    out = Path(data.work_dir) / "synthetic" / f"{data.format}-s{syn.seed}-{syn.n_train}-{syn.n_dev}-{syn.n_test}"
+    done = out / ".complete"
+    if not done.exists():
+        get_run_logger().info("generating the synthetic Twitter dataset in %s", out)
+        synthetic.generate(
+            out, n_train=syn.n_train, n_dev=syn.n_dev, n_test=syn.n_test, seed=syn.seed,
+            fmt=data.format, image_size=syn.image_size,
+        )
+        done.touch()
+    return out / "annotations", out / "images"
+
+
+@task
+def convert_dataset(settings: Settings, src: Path, images: Path | None) -> tuple[Path, dict]:
+    """Convert into a staging folder; returns it and the manifest."""
+    data = settings.data
+    staging = Path(data.work_dir) / "staging" / data.name
+    logger = get_run_logger()
+    manifest = convert(
+        data.format, src, staging, images=images, require_images=data.require_images,
+        skip_bad=data.skip_bad, log=logger.info,
+    )
+    return staging, manifest
+
+
+@task
+def validate_dataset(staging: Path, gx_root: Path) -> dict:
+    """Run the ``twitter_canonical`` GX suite on every split; a failure stops the flow."""
+    results, failed = {}, []
+    for split in SPLITS:
+        report = validate_tweets(load_split(staging / f"{split}.jsonl"), gx_root)
+        results[split] = report.result
+        if not report.success:
+            failed.append((split, report))
+    (staging / "validation.json").write_text(json.dumps(results, indent=2, default=str))
+    if failed:
+        raise ValidationFailed(failed[0][1], where=f"{staging}/{failed[0][0]}.jsonl")
+    return results
+
+
+@task
+def store_dataset(store: ArtifactStore, staging: Path, name: str, version: str) -> tuple[str, bool]:
+    """Put the dataset under its content-addressed prefix unless that version is already there."""
+    prefix = f"datasets/twitter/{name}/{version}"
+    if store.exists(f"{prefix}/manifest.json"):
+        return prefix, True
+    for fname in DATASET_FILES:  # the manifest last: its presence marks a complete version
+        store.put_file(f"{prefix}/{fname}", staging / fname)
+    return prefix, False
+
+
+@flow(name="twitter_preprocessing", log_prints=True)
+def twitter_preprocessing(config: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Convert, validate, version and track a Twitter dataset.
+
+    Returns:
+        ``{"version", "reused", "store_prefix", "store_uri", "run_id", "tracking_uri", "counts"}``.
+    """
+    settings = load_settings(config, overrides or [])
+    logger = get_run_logger()
+    src, images = prepare_source(settings)
+    staging, manifest = convert_dataset(settings, src, images)
+    gx_root = Path(settings.data.work_dir) / "gx"
+    validation = validate_dataset(staging, gx_root)
+    store = open_store(settings.store)
+    version = manifest["version"]
+    prefix, reused = store_dataset(store, staging, settings.data.name, version)
+    stored = get_json(store, f"{prefix}/manifest.json")
+    logger.info("dataset %s version %s %s", settings.data.name, version, "reused" if reused else "stored")
+
+    counts = manifest["counts"]
+    with tracking.start_run(settings, "twitter_preprocessing", tags={"stage": "preprocess"}) as run:
+        for split, stats in counts.items():
+            mlflow.log_metrics({f"{split}.{k}": v for k, v in stats.items()})
+        mlflow.log_metric("rejects", manifest["rejects"]["count"])
+        mlflow.set_tags({
+            "dataset.name": settings.data.name,
+            "dataset.version": version,
+            "dataset.reused": str(reused).lower(),
+            "dataset.uri": store.uri(prefix),
+        })
+        frames = [
+            pd.DataFrame([t.to_json() for t in load_split(staging / f"{s}.jsonl")]).assign(split=s)
+            for s in SPLITS
+        ]
+        dataset = mlflow.data.from_pandas(
+            pd.concat(frames, ignore_index=True).astype({"tokens": str, "aspects": str}),
+            source=store.uri(prefix), name=f"twitter/{settings.data.name}", digest=version,
+        )
+        mlflow.log_input(dataset, context="preprocessed")
+        mlflow.log_dict(validation, "validation/twitter_canonical.json")
+        mlflow.log_dict(stored, "manifest.json")
+        run_id = run.info.run_id
+
+    create_table_artifact(
+        key="twitter-counts",
+        table=[{"split": s, **c} for s, c in counts.items()],
+        description=f"{settings.data.name} version {version} ({'reused' if reused else 'new'})",
+    )
+    return {
+        "version": version,
+        "reused": reused,
+        "store_prefix": prefix,
+        "store_uri": store.uri(prefix),
+        "run_id": run_id,
+        "tracking_uri": mlflow.get_tracking_uri(),
+        "experiment_id": run.info.experiment_id,
+        "counts": counts,
+    }

@@ -1,0 +1,273 @@
+"""Typed settings for every stage, with each default defined exactly once.
+
+Precedence, lowest first: the defaults below < a YAML file (``configs/*.yaml``) < environment
+variables ``IEA_<SECTION>__<KEY>`` (e.g. ``IEA_STORE__BUCKET=iea``) < CLI ``key=value`` overrides
+(``segment.num_regions=3``). Every problem in every source is collected and raised together as
+one :class:`ConfigError` before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "IEA_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RuntimeSettings(_Section):
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` picks CUDA when available."""
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """``auto`` is bfloat16 on GPU, float32 on CPU."""
+
+
+class SyntheticTwitterSettings(_Section):
+    """The synthetic Twitter-like dataset (``iea.data.synthetic``)."""
+
+    n_train: int = Field(200, ge=1)
+    n_dev: int = Field(50, ge=1)
+    n_test: int = Field(50, ge=1)
+    seed: int = 13
+    image_size: tuple[int, int] = (320, 240)
+    """(width, height) in pixels of the generated images."""
+
+
+class TwitterDataSettings(_Section):
+    source: Literal["files", "synthetic"] = "files"
+    """``files`` reads ``src``; ``synthetic`` generates a dataset under ``work_dir`` first,
+    written in ``format`` and read back like real data."""
+    name: str = "twitter2015"
+    format: Literal["tombert", "tombert_txt", "vlp", "conll"] = "vlp"
+    src: Path | None = None
+    images: Path | None = None
+    require_images: bool = False
+    skip_bad: bool = False
+    work_dir: Path = Path("outputs/work")
+    synthetic: SyntheticTwitterSettings = SyntheticTwitterSettings()
+
+    @model_validator(mode="after")
+    def _src_needed_for_files(self) -> TwitterDataSettings:
+        if self.source == "files" and self.src is None:
+            raise ValueError("data.src is required when data.source is 'files'")
+        return self
+
+
+class SegmentSettings(_Section):
+    sam: str = "vit_h"
+    """A SAM reference: ``vit_h``/``vit_l``/``vit_b`` (with ``sam_checkpoint``) or ``tiny-sam``."""
+    sam_checkpoint: Path | None = None
+    num_regions: int = Field(5, ge=1)
+    """L: at most L regions per image (top L-1 masks + background)."""
+    points_per_side: int = Field(32, ge=1)
+    pred_iou_thresh: float = Field(0.88, ge=0.0, le=1.0)
+    stability_score_thresh: float = Field(0.95, ge=0.0, le=1.0)
+    max_side: int = Field(1024, ge=16)
+    """Images whose longer side exceeds this are resized before SAM (pixels)."""
+
+
+class FilterSettings(_Section):
+    t_size: float = Field(25, ge=0)
+    """Drop a region when min(bbox width, bbox height) < t_size (pixels)."""
+    t_clarity: float = Field(100.0, ge=0)
+    """Drop a region when Var(Laplacian(grayscale region)) < t_clarity."""
+    t_conf: float = Field(0.7, ge=0.0, le=1.0)
+    """Drop a region when SAM's predicted IoU < t_conf."""
+
+
+class LoraSettings(_Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class TrainSettings(_Section):
+    epochs: int = Field(30, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    gradient_checkpointing: bool = False
+    finetune: Literal["lora", "full"] = "lora"
+
+
+class ModelStageSettings(_Section):
+    model: str
+    lora: LoraSettings = LoraSettings()
+    train: TrainSettings = TrainSettings()
+
+
+class InterpreterSettings(_Section):
+    model: str = "Qwen/Qwen3-VL-2B-Instruct"
+    max_new_tokens: int = Field(64, ge=1)
+
+
+class FgcaSettings(_Section):
+    llm: str = "Qwen/Qwen3-8B"
+    n_train: int = Field(2000, ge=1)
+    n_val: int = Field(500, ge=1)
+    n_test: int = Field(500, ge=1)
+
+
+class StoreSettings(_Section):
+    backend: Literal["local", "s3"] = "local"
+    root: Path = Path("outputs/store")
+    """Local backend: the directory that holds every artifact."""
+    endpoint: str | None = None
+    """S3 backend: ``host:port`` of the MinIO/S3 server."""
+    bucket: str = "iea"
+    access_key: str | None = None
+    secret_key: str | None = None
+    secure: bool = False
+    region: str | None = None
+
+    @model_validator(mode="after")
+    def _s3_needs_endpoint(self) -> StoreSettings:
+        if self.backend == "s3" and not self.endpoint:
+            raise ValueError("store.endpoint is required when store.backend is 's3'")
+        return self
+
+
+class TrackingSettings(_Section):
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_root: Path = Path("mlruns/artifacts")
+    experiment: str = "iea"
+
+
+class Settings(_Section):
+    runtime: RuntimeSettings = RuntimeSettings()
+    data: TwitterDataSettings = TwitterDataSettings(
+        src=Path("../shared/data/twitter/twitter2015/vlp_json")
+    )
+    segment: SegmentSettings = SegmentSettings()
+    filters: FilterSettings = FilterSettings()
+    interpreter: InterpreterSettings = InterpreterSettings()
+    aligner: ModelStageSettings = ModelStageSettings(model="Qwen/Qwen3-VL-2B-Instruct")
+    jmasa: ModelStageSettings = ModelStageSettings(model="Qwen/Qwen3-VL-8B-Instruct")
+    fgca: FgcaSettings = FgcaSettings()
+    store: StoreSettings = StoreSettings()
+    tracking: TrackingSettings = TrackingSettings()
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved settings as ``{"section.key": value}`` (for MLflow params)."""
+        return _flatten(self.model_dump(mode="json"))
+
+
+class ConfigError(ValueError):
+    """Every problem found in the config sources, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def load_settings(
+    config: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve defaults < YAML file < ``IEA_*`` env vars < ``key=value`` overrides.
+
+    Args:
+        config: a YAML file whose nested keys mirror :class:`Settings`, or None.
+        overrides: ``dotted.key=value`` strings; values are parsed as YAML scalars/lists.
+        env: the environment to read ``IEA_SECTION__KEY`` variables from (default ``os.environ``).
+
+    Raises:
+        ConfigError: listing every unreadable file, bad override, unknown key and invalid value.
+    """
+    problems: list[str] = []
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+
+    if config is not None:
+        path = Path(config)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as e:
+            problems.append(f"{path}: cannot read: {e.strerror or e}")
+            loaded = {}
+        except yaml.YAMLError as e:
+            problems.append(f"{path}: not valid YAML: {e}")
+            loaded = {}
+        if not isinstance(loaded, dict):
+            problems.append(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+            loaded = {}
+        for key, value in _flatten(loaded).items():
+            _set(merged, key, value)
+            origin[key] = str(path)
+
+    env = os.environ if env is None else env
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        _set(merged, key, _parse_scalar(raw))
+        origin[key] = f"env {name}"
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"override {item!r}: expected key=value")
+            continue
+        _set(merged, key, _parse_scalar(raw))
+        origin[key] = f"override {item!r}"
+
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as e:
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            src = _source_of(loc, origin)
+            problems.append(f"{src}: {loc}: {err['msg']}" if src else f"{loc}: {err['msg']}")
+        settings = None
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _source_of(loc: str, origin: Mapping[str, str]) -> str | None:
+    """The source that set ``loc`` or its closest ancestor/descendant key."""
+    if loc in origin:
+        return origin[loc]
+    hits = [src for key, src in origin.items() if key.startswith(loc + ".") or loc.startswith(key + ".")]
+    return hits[-1] if hits else None
