@@ -21,8 +21,12 @@ for _var, _val in (
 ):
     os.environ.setdefault(_var, _val)
 
-app = typer.Typer(help="iea: multimodal aspect-based sentiment analysis platform", no_args_is_help=True)
-data_app = typer.Typer(help="Twitter-2015/2017 data: convert, inspect, synthesize", no_args_is_help=True)
+app = typer.Typer(
+    help="iea: multimodal aspect-based sentiment analysis platform", no_args_is_help=True
+)
+data_app = typer.Typer(
+    help="Twitter-2015/2017 data: convert, inspect, synthesize", no_args_is_help=True
+)
 flow_app = typer.Typer(help="Run Prefect flows", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect configuration", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -50,9 +54,15 @@ def data_convert(
     format: str = typer.Option(..., "--format", help=FORMAT_HELP),
     src: Path = typer.Option(..., "--src", help="folder holding the split files"),
     out: Path = typer.Option(..., "--out", help="output folder"),
-    images: Path | None = typer.Option(None, "--images", help="image folder to check every record against"),
-    require_images: bool = typer.Option(False, "--require-images", help="fail when any image is unusable"),
-    skip_bad: bool = typer.Option(False, "--skip-bad", help="quarantine bad records to OUT/rejects.jsonl"),
+    images: Path | None = typer.Option(
+        None, "--images", help="image folder to check every record against"
+    ),
+    require_images: bool = typer.Option(
+        False, "--require-images", help="fail when any image is unusable"
+    ),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help="quarantine bad records to OUT/rejects.jsonl"
+    ),
 ) -> None:
     """Convert a public-format dataset to canonical OUT/{train,dev,test}.jsonl + manifest.json."""
     from iea.data.convert import DataFormatError, MissingImagesError, convert
@@ -62,18 +72,35 @@ def data_convert(
         _fail(f"--format {format!r}: expected one of {', '.join(FORMATS)}")
     try:
         manifest = convert(
-            format, src, out, images=images, require_images=require_images, skip_bad=skip_bad, log=_progress
+            format,
+            src,
+            out,
+            images=images,
+            require_images=require_images,
+            skip_bad=skip_bad,
+            log=_progress,
         )
     except (DataFormatError, MissingImagesError, FileNotFoundError) as e:
         _fail(e)
     if manifest["rejects"]["count"]:
-        _progress(f"{manifest['rejects']['count']} bad records quarantined to {out / 'rejects.jsonl'}")
-    _emit({"out": str(out), "version": manifest["version"], "counts": manifest["counts"],
-           "rejects": manifest["rejects"]["count"], "duplicates": manifest["duplicates"]})
+        _progress(
+            f"{manifest['rejects']['count']} bad records quarantined to {out / 'rejects.jsonl'}"
+        )
+    _emit(
+        {
+            "out": str(out),
+            "version": manifest["version"],
+            "counts": manifest["counts"],
+            "rejects": manifest["rejects"]["count"],
+            "duplicates": manifest["duplicates"],
+        }
+    )
 
 
 @data_app.command("stats")
-def data_stats(out: Path = typer.Argument(..., help="a folder written by 'iea data convert'")) -> None:
+def data_stats(
+    out: Path = typer.Argument(..., help="a folder written by 'iea data convert'"),
+) -> None:
     """Per split: tweets, aspects, POS, NEU, NEG."""
     from iea.data.convert import dataset_stats
 
@@ -87,7 +114,9 @@ def data_stats(out: Path = typer.Argument(..., help="a folder written by 'iea da
 def data_synth(
     out: Path = typer.Option(..., "--out"),
     format: str = typer.Option("vlp", "--format", help=FORMAT_HELP),
-    n_train: int = typer.Option(200), n_dev: int = typer.Option(50), n_test: int = typer.Option(50),
+    n_train: int = typer.Option(200),
+    n_dev: int = typer.Option(50),
+    n_test: int = typer.Option(50),
     seed: int = typer.Option(13),
 ) -> None:
     """Write a synthetic Twitter-like dataset (annotations in FORMAT + JPEG images)."""
@@ -100,7 +129,9 @@ def data_synth(
 @app.command("eval")
 def eval_cmd(
     gold: Path = typer.Option(..., "--gold", help="canonical SPLIT.jsonl"),
-    pred: Path = typer.Option(..., "--pred", help='PRED.jsonl: {"id", "aspects": [{"from","to","polarity"}]}'),
+    pred: Path = typer.Option(
+        ..., "--pred", help='PRED.jsonl: {"id", "aspects": [{"from","to","polarity"}]}'
+    ),
 ) -> None:
     """JMASA / MATE / MASC scores of PRED against GOLD."""
     from iea.evaluate import evaluate_files
@@ -145,7 +176,8 @@ def flow_preprocess(
         _fail(f"{type(e).__name__}: {e}")
     _emit(result)
     _progress(
-        f"dataset {result['version']} ({'reused' if result['reused'] else 'new'}) at {result['store_uri']}\n"
+        f"dataset {result['version']} ({'reused' if result['reused'] else 'new'})"
+        f" at {result['store_uri']}\n"
         f"MLflow run {result['run_id']} in {result['tracking_uri']} "
         f"(mlflow ui --backend-store-uri {result['tracking_uri']})"
     )

@@ -33,13 +33,22 @@ def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
     if data.source == "files":
         return Path(data.src), (Path(data.images) if data.images else None)
     syn = data.synthetic
-    out = Path(data.work_dir) / "synthetic" / f"{data.format}-s{syn.seed}-{syn.n_train}-{syn.n_dev}-{syn.n_test}"
+    out = (
+        Path(data.work_dir)
+        / "synthetic"
+        / f"{data.format}-s{syn.seed}-{syn.n_train}-{syn.n_dev}-{syn.n_test}"
+    )
     done = out / ".complete"
     if not done.exists():
         get_run_logger().info("generating the synthetic Twitter dataset in %s", out)
         synthetic.generate(
-            out, n_train=syn.n_train, n_dev=syn.n_dev, n_test=syn.n_test, seed=syn.seed,
-            fmt=data.format, image_size=syn.image_size,
+            out,
+            n_train=syn.n_train,
+            n_dev=syn.n_dev,
+            n_test=syn.n_test,
+            seed=syn.seed,
+            fmt=data.format,
+            image_size=syn.image_size,
         )
         done.touch()
     return out / "annotations", out / "images"
@@ -52,8 +61,13 @@ def convert_dataset(settings: Settings, src: Path, images: Path | None) -> tuple
     staging = Path(data.work_dir) / "staging" / data.name
     logger = get_run_logger()
     manifest = convert(
-        data.format, src, staging, images=images, require_images=data.require_images,
-        skip_bad=data.skip_bad, log=logger.info,
+        data.format,
+        src,
+        staging,
+        images=images,
+        require_images=data.require_images,
+        skip_bad=data.skip_bad,
+        log=logger.info,
     )
     return staging, manifest
 
@@ -101,26 +115,32 @@ def twitter_preprocessing(config: str | None = None, overrides: list[str] | None
     version = manifest["version"]
     prefix, reused = store_dataset(store, staging, settings.data.name, version)
     stored = get_json(store, f"{prefix}/manifest.json")
-    logger.info("dataset %s version %s %s", settings.data.name, version, "reused" if reused else "stored")
+    logger.info(
+        "dataset %s version %s %s", settings.data.name, version, "reused" if reused else "stored"
+    )
 
     counts = manifest["counts"]
     with tracking.start_run(settings, "twitter_preprocessing", tags={"stage": "preprocess"}) as run:
         for split, stats in counts.items():
             mlflow.log_metrics({f"{split}.{k}": v for k, v in stats.items()})
         mlflow.log_metric("rejects", manifest["rejects"]["count"])
-        mlflow.set_tags({
-            "dataset.name": settings.data.name,
-            "dataset.version": version,
-            "dataset.reused": str(reused).lower(),
-            "dataset.uri": store.uri(prefix),
-        })
+        mlflow.set_tags(
+            {
+                "dataset.name": settings.data.name,
+                "dataset.version": version,
+                "dataset.reused": str(reused).lower(),
+                "dataset.uri": store.uri(prefix),
+            }
+        )
         frames = [
             pd.DataFrame([t.to_json() for t in load_split(staging / f"{s}.jsonl")]).assign(split=s)
             for s in SPLITS
         ]
         dataset = mlflow.data.from_pandas(
             pd.concat(frames, ignore_index=True).astype({"tokens": str, "aspects": str}),
-            source=store.uri(prefix), name=f"twitter/{settings.data.name}", digest=version,
+            source=store.uri(prefix),
+            name=f"twitter/{settings.data.name}",
+            digest=version,
         )
         mlflow.log_input(dataset, context="preprocessed")
         mlflow.log_dict(validation, "validation/twitter_canonical.json")

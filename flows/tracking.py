@@ -41,7 +41,9 @@ def start_run(settings: Settings, run_name: str, tags: dict[str, str] | None = N
     """
     experiment_id = configure(settings)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags
+    ) as run:
         log_config(settings)
         yield run
 
@@ -49,9 +51,13 @@ def start_run(settings: Settings, run_name: str, tags: dict[str, str] | None = N
 def log_config(settings: Settings) -> None:
     params = {k: ("" if v is None else str(v))[:6000] for k, v in settings.flat().items()}
     mlflow.log_params(params)
-    mlflow.log_text(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), "config.yaml")
+    mlflow.log_text(
+        yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), "config.yaml"
+    )
 
 
 def run_url(run) -> str:
     """Where to look at a run: the tracking URI plus experiment and run ids."""
-    return f"{mlflow.get_tracking_uri()} (experiment {run.info.experiment_id}, run {run.info.run_id})"
+    return (
+        f"{mlflow.get_tracking_uri()} (experiment {run.info.experiment_id}, run {run.info.run_id})"
+    )

@@ -269,5 +269,7 @@ def _source_of(loc: str, origin: Mapping[str, str]) -> str | None:
     """The source that set ``loc`` or its closest ancestor/descendant key."""
     if loc in origin:
         return origin[loc]
-    hits = [src for key, src in origin.items() if key.startswith(loc + ".") or loc.startswith(key + ".")]
+    hits = [
+        src for key, src in origin.items() if key.startswith(loc + ".") or loc.startswith(key + ".")
+    ]
     return hits[-1] if hits else None

@@ -56,9 +56,14 @@ def load_predictions(path: Path, tokens_by_id: dict[str, tuple[str, ...]]) -> tu
                 try:
                     asp = Aspect(int(a["from"]), int(a["to"]), str(a["polarity"]))
                 except (KeyError, TypeError, ValueError) as e:
-                    raise ValueError(f"{where}: aspect {k}: needs integer 'from'/'to' and 'polarity'") from e
+                    raise ValueError(
+                        f"{where}: aspect {k}: needs integer 'from'/'to' and 'polarity'"
+                    ) from e
                 if not 0 <= asp.start < asp.end <= n_tokens:
-                    raise ValueError(f"{where}: aspect {k}: span [{asp.start}, {asp.end}) outside the {n_tokens} tokens")
+                    raise ValueError(
+                        f"{where}: aspect {k}: span [{asp.start}, {asp.end}) "
+                        f"outside the {n_tokens} tokens"
+                    )
                 if asp.polarity not in POLARITIES:
                     raise ValueError(f"{where}: aspect {k}: unknown polarity {asp.polarity!r}")
                 spans.add(asp)
@@ -70,4 +75,6 @@ def evaluate_files(gold_path: Path, pred_path: Path) -> dict:
     """``iea eval``: the :func:`iea.metrics.score` result for a PRED file against a gold split."""
     gold = load_split(gold_path)
     pred, unparsed, unmatched = load_predictions(pred_path, {t.id: t.tokens for t in gold})
-    return metrics.score({t.id: t.aspects for t in gold}, pred, unparsed=unparsed, unmatched=unmatched)
+    return metrics.score(
+        {t.id: t.aspects for t in gold}, pred, unparsed=unparsed, unmatched=unmatched
+    )

@@ -75,7 +75,9 @@ def spans_for(pairs: Sequence[tuple[str, str]], tokens: Sequence[str]) -> Predic
     aspects, unmatched = [], []
     for term, pol in pairs:
         words = term.split()
-        hits = _find(words, tokens, str.__eq__) or _find(words, tokens, lambda a, b: a.lower() == b.lower())
+        hits = _find(words, tokens, str.__eq__) or _find(
+            words, tokens, lambda a, b: a.lower() == b.lower()
+        )
         if not hits:
             unmatched.append(term)
             continue
@@ -136,7 +138,9 @@ def score(
     """
     unknown = sorted(set(pred) - set(gold))
     if unknown:
-        shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
+        shown = ", ".join(unknown[:10]) + (
+            f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else ""
+        )
         raise ValueError(f"{len(unknown)} predicted ids are not in the gold set: {shown}")
     j_tp = j_pred = m_tp = m_pred = n_gold = 0
     masc_right = masc_covered = 0

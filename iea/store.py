@@ -42,7 +42,12 @@ class ArtifactStore(Protocol):
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative key, else raise ValueError naming it."""
     path = PurePosixPath(key)
-    if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in key.split("/")):
+    if (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or any(p in ("", ".", "..") for p in key.split("/"))
+    ):
         raise ValueError(f"invalid artifact key {key!r}: use a relative 'a/b/c' path without '..'")
     return str(path)
 
@@ -130,7 +135,9 @@ class S3Store:
         self.bucket = bucket
         self.endpoint = endpoint
         self.part_size = part_size
-        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        self.client = Minio(
+            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
+        )
         self._bucket_ready = False
 
     def _ensure_bucket(self) -> None:
@@ -141,7 +148,9 @@ class S3Store:
 
     def put(self, key: str, data: bytes) -> None:
         self._ensure_bucket()
-        self.client.put_object(self.bucket, check_key(key), io.BytesIO(data), len(data), part_size=self.part_size)
+        self.client.put_object(
+            self.bucket, check_key(key), io.BytesIO(data), len(data), part_size=self.part_size
+        )
 
     def put_file(self, key: str, path: Path) -> None:
         self._ensure_bucket()
@@ -181,7 +190,10 @@ class S3Store:
     def list(self, prefix: str = "") -> list[str]:
         if not self.client.bucket_exists(self.bucket):
             return []
-        return sorted(o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True))
+        return sorted(
+            o.object_name
+            for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+        )
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

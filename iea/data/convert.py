@@ -29,7 +29,9 @@ class DataFormatError(ValueError):
         more = len(self.rejects) - MAX_LISTED
         if more > 0:
             lines.append(f"... and {more} more")
-        super().__init__("\n".join(lines) + "\n(use --skip-bad to quarantine them to rejects.jsonl)")
+        super().__init__(
+            "\n".join(lines) + "\n(use --skip-bad to quarantine them to rejects.jsonl)"
+        )
 
 
 class MissingImagesError(ValueError):
@@ -42,8 +44,12 @@ class MissingImagesError(ValueError):
             for kind, items in sorted(report["bad"].items())
             for item in items
         ]
-        shown = lines[:MAX_LISTED] + ([f"... and {len(lines) - MAX_LISTED} more"] if len(lines) > MAX_LISTED else [])
-        super().__init__(f"{len(lines)} of {report['checked']} images are unusable:\n" + "\n".join(shown))
+        shown = lines[:MAX_LISTED] + (
+            [f"... and {len(lines) - MAX_LISTED} more"] if len(lines) > MAX_LISTED else []
+        )
+        super().__init__(
+            f"{len(lines)} of {report['checked']} images are unusable:\n" + "\n".join(shown)
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -58,7 +64,11 @@ def split_stats(tweets: Iterable[Tweet]) -> dict[str, int]:
     """``{"tweets", "aspects", "POS", "NEU", "NEG"}`` for one split."""
     tweets = list(tweets)
     pols = Counter(a.polarity for t in tweets for a in t.aspects)
-    return {"tweets": len(tweets), "aspects": sum(pols.values()), **{p: pols[p] for p in POLARITIES}}
+    return {
+        "tweets": len(tweets),
+        "aspects": sum(pols.values()),
+        **{p: pols[p] for p in POLARITIES},
+    }
 
 
 def read_split(fmt: str, src: Path, split: str) -> tuple[list[Tweet], list[Reject]]:
@@ -99,7 +109,9 @@ def convert(
         inputs[split] = {"path": str(path), "sha256": sha256_file(path)}
         splits[split] = tweets
         rejects.extend(bad)
-        log(f"{split}: {len(tweets)} tweets read from {path}" + (f", {len(bad)} bad" if bad else ""))
+        log(
+            f"{split}: {len(tweets)} tweets read from {path}" + (f", {len(bad)} bad" if bad else "")
+        )
     if rejects and not skip_bad:
         raise DataFormatError(rejects)
 
@@ -112,7 +124,10 @@ def convert(
     out.mkdir(parents=True, exist_ok=True)
     for split, tweets in splits.items():
         _write_atomic(out / f"{split}.jsonl", "".join(t.dumps() + "\n" for t in tweets))
-    _write_atomic(out / "rejects.jsonl", "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rejects))
+    _write_atomic(
+        out / "rejects.jsonl",
+        "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rejects),
+    )
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "format": fmt,

@@ -19,10 +19,30 @@ from iea.data.records import SPLITS, Aspect, Tweet, base_id
 from iea.data.twitter import split_file, write_file
 
 NAMES = [
-    "David Beckham", "Emma Watson", "Chuck Bass", "Lydia", "Barbara Hepworth", "Taylor Swift",
-    "LeBron James", "Serena Williams", "Oklahoma", "New York City", "Paris", "the Lakers",
-    "Manchester United", "Tribeca Film Festival", "Apple", "Starbucks", "# MCM", "# WorldCup",
-    "Jessica Fortner", "Obama", "London", "Real Madrid", "Chicago", "Adele",
+    "David Beckham",
+    "Emma Watson",
+    "Chuck Bass",
+    "Lydia",
+    "Barbara Hepworth",
+    "Taylor Swift",
+    "LeBron James",
+    "Serena Williams",
+    "Oklahoma",
+    "New York City",
+    "Paris",
+    "the Lakers",
+    "Manchester United",
+    "Tribeca Film Festival",
+    "Apple",
+    "Starbucks",
+    "# MCM",
+    "# WorldCup",
+    "Jessica Fortner",
+    "Obama",
+    "London",
+    "Real Madrid",
+    "Chicago",
+    "Adele",
 ]
 # Each template: (text with {0}, {1} slots, polarity of each slot).
 TEMPLATES: list[tuple[str, tuple[str, ...]]] = [
@@ -94,7 +114,9 @@ def draw_image(tweet: Tweet, size: tuple[int, int], seed: int) -> Image.Image:
         elif k % 3 == 1:
             draw.rectangle(box, fill=colour, outline=(0, 0, 0), width=3)
         else:
-            draw.polygon([(x0, y0 + h), (x0 + w // 2, y0), (x0 + w, y0 + h)], fill=colour, outline=(0, 0, 0))
+            draw.polygon(
+                [(x0, y0 + h), (x0 + w // 2, y0), (x0 + w, y0 + h)], fill=colour, outline=(0, 0, 0)
+            )
     return im
 
 
@@ -119,7 +141,9 @@ def generate(
         tweets = []
         for _ in range(counts[split]):
             tweet = make_tweet(rng, index)
-            draw_image(tweet, image_size, seed * 100_003 + index).save(img / tweet.image_id, quality=90)
+            draw_image(tweet, image_size, seed * 100_003 + index).save(
+                img / tweet.image_id, quality=90
+            )
             tweets.append(tweet)
             index += 1
         write_file(fmt, split_file(fmt, ann, split), tweets)

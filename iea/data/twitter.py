@@ -2,8 +2,9 @@
 
 Formats (see ``../shared/data/twitter/SOURCES.md``):
 
-* ``tombert``: ``{train,dev,test}.tsv``, header + ``index \\t label \\t image_id \\t sentence-with-$T$
-  \\t target``, one row per aspect, label 0/1/2 = NEG/NEU/POS, rows of one tweet consecutive.
+* ``tombert``: ``{train,dev,test}.tsv``, header + ``index \\t label \\t image_id \\t
+  sentence-with-$T$ \\t target``, one row per aspect, label 0/1/2 = NEG/NEU/POS, the rows of one
+  tweet consecutive.
 * ``tombert_txt``: ``{train,dev,test}.txt``, 4 lines per aspect: sentence-with-$T$ / target /
   polarity -1/0/1 / image_id.
 * ``vlp``: ``{train,dev,test}.json``, a JSON list of ``{"words", "image_id", "aspects": [{"from",
@@ -66,7 +67,12 @@ def split_file(fmt: str, src: Path, split: str) -> Path:
 
 def read_file(fmt: str, path: Path) -> list[Tweet | Reject]:
     """Read one split file; tweets get their canonical ids (see :class:`Tweet`)."""
-    readers = {"tombert": _read_tsv, "tombert_txt": _read_txt, "vlp": _read_vlp, "conll": _read_conll}
+    readers = {
+        "tombert": _read_tsv,
+        "tombert_txt": _read_txt,
+        "vlp": _read_vlp,
+        "conll": _read_conll,
+    }
     if fmt not in readers:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     return list(assign_ids(readers[fmt](Path(path))))
@@ -96,7 +102,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
             try:
                 yield no, raw.decode("utf-8"), ""
             except UnicodeDecodeError as e:
-                yield no, None, f"invalid UTF-8 at byte {e.start}: {raw[e.start:e.start + 4]!r}"
+                yield no, None, f"invalid UTF-8 at byte {e.start}: {raw[e.start : e.start + 4]!r}"
 
 
 def _from_marked(sentence: str, target: str) -> tuple[tuple[str, ...], int, int] | str:
@@ -203,7 +209,9 @@ def _read_txt(path: Path) -> Iterator[Tweet | Reject]:
             yield Reject(str(path), first, parsed, raw)
             continue
         tokens, start, end = parsed
-        done = group.add(normalize_image_id(image_id), tokens, Aspect(start, end, _TXT_LABELS[label.strip()]))
+        done = group.add(
+            normalize_image_id(image_id), tokens, Aspect(start, end, _TXT_LABELS[label.strip()])
+        )
         if done is not None:
             yield done
     if any(text and text.strip() for _, text, _ in block):
@@ -216,15 +224,28 @@ def _read_txt(path: Path) -> Iterator[Tweet | Reject]:
 
 def _read_vlp(path: Path) -> Iterator[Tweet | Reject]:
     data = Path(path).read_bytes()
-    text = data.decode("utf-8", errors="surrogateescape")
+    try:
+        text, check_encoding = data.decode("utf-8"), False
+    except UnicodeDecodeError:  # keep the bad bytes as surrogates; items holding them are rejected
+        text, check_encoding = data.decode("utf-8", errors="surrogateescape"), True
+    seen = [0, 1]  # (position, its line): positions only move forward, so count incrementally
 
     def line_of(pos: int) -> int:
-        return text.count("\n", 0, pos) + 1
+        if pos < seen[0]:
+            seen[:] = [0, 1]
+        seen[1] += text.count("\n", seen[0], pos)
+        seen[0] = pos
+        return seen[1]
 
     decoder = json.JSONDecoder()
     pos = _skip_ws(text, 0)
     if pos >= len(text) or text[pos] != "[":
-        yield Reject(str(path), line_of(pos), "bad JSON: expected a top-level list '['", text[pos : pos + 200])
+        yield Reject(
+            str(path),
+            line_of(pos),
+            "bad JSON: expected a top-level list '['",
+            text[pos : pos + 200],
+        )
         return
     pos = _skip_ws(text, pos + 1)
     index = 0
@@ -234,11 +255,13 @@ def _read_vlp(path: Path) -> Iterator[Tweet | Reject]:
         except json.JSONDecodeError as e:
             # Resynchronise at the next item that starts like a record; keep the skipped text.
             nxt = _next_object(text, e.pos)
-            yield Reject(str(path), line_of(pos), f"bad JSON in item {index}: {e.msg}", text[pos:nxt])
+            yield Reject(
+                str(path), line_of(pos), f"bad JSON in item {index}: {e.msg}", text[pos:nxt]
+            )
             pos, index = nxt, index + 1
             continue
         raw = text[pos:end]
-        item = _vlp_record(obj, index)
+        item = _vlp_record(obj, check_encoding)
         if isinstance(item, str):
             yield Reject(str(path), line_of(pos), f"item {index}: {item}", raw)
         else:
@@ -249,7 +272,12 @@ def _read_vlp(path: Path) -> Iterator[Tweet | Reject]:
             pos = _skip_ws(text, pos + 1)
         elif pos < len(text) and text[pos] != "]":
             nxt = _next_object(text, pos)
-            yield Reject(str(path), line_of(pos), f"bad JSON after item {index - 1}: expected ',' or ']'", text[pos:nxt])
+            yield Reject(
+                str(path),
+                line_of(pos),
+                f"bad JSON after item {index - 1}: expected ',' or ']'",
+                text[pos:nxt],
+            )
             pos = nxt
     if pos >= len(text):
         yield Reject(str(path), line_of(len(text)), "bad JSON: the list is not closed with ']'", "")
@@ -270,10 +298,10 @@ def _next_object(text: str, pos: int) -> int:
     return close if close > pos else len(text)
 
 
-def _vlp_record(obj: object, index: int) -> Tweet | str:
+def _vlp_record(obj: object, check_encoding: bool) -> Tweet | str:
     if not isinstance(obj, dict):
         return f"expected an object, got {type(obj).__name__}"
-    if any(_has_surrogate(v) for v in _strings(obj)):
+    if check_encoding and any(_has_surrogate(v) for v in _strings(obj)):
         return "invalid UTF-8 in a string value"
     words, image_id, aspects = obj.get("words"), obj.get("image_id"), obj.get("aspects")
     if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words) or not words:
@@ -295,7 +323,8 @@ def _vlp_record(obj: object, index: int) -> Tweet | str:
             return f"aspect {k}: unknown polarity {pol!r} (expected POS/NEU/NEG)"
         term = a.get("term")
         if term is not None and list(term) != words[start:end]:
-            return f"aspect {k}: term {term!r} does not match words[{start}:{end}] {words[start:end]!r}"
+            got = words[start:end]
+            return f"aspect {k}: term {term!r} does not match words[{start}:{end}] {got!r}"
         out.append(Aspect(start, end, pol))
     return Tweet("", tuple(words), normalize_image_id(image_id), tuple(out))
 
@@ -345,7 +374,9 @@ def _conll_block(path: Path, block: list[tuple[int, str | None, str]]) -> Tweet 
     for no, text, _ in block[1:]:
         cols = (text or "").split("\t")
         if len(cols) not in (2, 3):
-            return Reject(str(path), no, f"expected 2 or 3 tab-separated columns, got {len(cols)}", raw)
+            return Reject(
+                str(path), no, f"expected 2 or 3 tab-separated columns, got {len(cols)}", raw
+            )
         token, tag = cols[0], cols[1]
         if not token:
             return Reject(str(path), no, "empty token", raw)
@@ -377,7 +408,12 @@ def write_file(fmt: str, path: Path, tweets: Iterable[Tweet]) -> None:
             whitespace inside a token for the ``$T$`` formats).
     """
     tweets = list(tweets)
-    writers = {"tombert": _write_tsv, "tombert_txt": _write_txt, "vlp": _write_vlp, "conll": _write_conll}
+    writers = {
+        "tombert": _write_tsv,
+        "tombert_txt": _write_txt,
+        "vlp": _write_vlp,
+        "conll": _write_conll,
+    }
     if fmt not in writers:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     path = Path(path)
@@ -434,10 +470,13 @@ def _write_conll(tweets: list[Tweet]) -> str:
         for a in t.aspects:
             if any(tag != "O" for tag in tags[a.start : a.end]):
                 raise ValueError(f"tweet {t.id}: overlapping aspects cannot be written as CoNLL")
-            tags[a.start : a.end] = [f"B-{a.polarity}"] + [f"I-{a.polarity}"] * (a.end - a.start - 1)
+            tags[a.start : a.end] = [f"B-{a.polarity}"] + [f"I-{a.polarity}"] * (
+                a.end - a.start - 1
+            )
         stem = t.image_id.rsplit(".", 1)[0]
         lines = [f"IMGID:{stem}"] + [
-            f"{tok}\t{tag}\t{tag[:2] + 'AE' if tag != 'O' else 'O'}" for tok, tag in zip(t.tokens, tags, strict=True)
+            f"{tok}\t{tag}\t{tag[:2] + 'AE' if tag != 'O' else 'O'}"
+            for tok, tag in zip(t.tokens, tags, strict=True)
         ]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"

@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+from iea.config import ConfigError, Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_need_no_file():
+    s = load_settings(env={})
+    assert s.segment.num_regions == 5
+    assert s.filters.t_size == 25 and s.filters.t_clarity == 100 and s.filters.t_conf == 0.7
+    assert s.tracking.uri == "sqlite:///mlruns/mlflow.db"
+
+
+def test_yaml_then_env_then_cli_precedence(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "segment:\n  num_regions: 3\nfilters:\n  t_size: 10\nstore:\n  bucket: from-yaml\n"
+    )
+    env = {"IEA_FILTERS__T_SIZE": "11", "IEA_STORE__BUCKET": "from-env", "OTHER": "x"}
+    s = load_settings(cfg, ["store.bucket=from-cli"], env=env)
+    assert s.segment.num_regions == 3  # yaml over default
+    assert s.filters.t_size == 11  # env over yaml
+    assert s.store.bucket == "from-cli"  # cli over env
+
+
+def test_all_errors_reported_at_once_with_their_source(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("segment:\n  num_regions: 0\n  bogus: 1\nfilters:\n  t_conf: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg, ["runtime.device=tpu", "novalue"], env={})
+    problems = e.value.problems
+    text = str(e.value)
+    assert len(problems) == 5, problems
+    assert "override 'novalue': expected key=value" in text
+    assert f"{cfg}: segment.num_regions" in text
+    assert "segment.bogus: Extra inputs are not permitted" in text
+    assert "filters.t_conf" in text
+    assert "override 'runtime.device=tpu': runtime.device" in text
+
+
+def test_unreadable_yaml_is_reported(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("segment: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(bad, env={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml", env={})
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match="store.endpoint is required"):
+        load_settings(overrides=["store.backend=s3"], env={})
+    with pytest.raises(ConfigError, match="data.src is required"):
+        load_settings(overrides=["data.src=null"], env={})
+
+
+def test_settings_are_frozen():
+    s = load_settings(env={})
+    with pytest.raises(Exception, match="frozen"):
+        s.segment.num_regions = 2  # type: ignore[misc]
+
+
+def test_every_shipped_config_loads():
+    configs = sorted((REPO / "configs").rglob("*.yaml"))
+    assert [c.name for c in configs] == ["demo.yaml", "paper.yaml"]
+    for c in configs:
+        assert isinstance(load_settings(c, env={}), Settings)
+
+
+def test_paper_config_carries_the_paper_settings():
+    s = load_settings(REPO / "configs" / "paper.yaml", env={})
+    assert (s.segment.num_regions, s.filters.t_size, s.filters.t_clarity, s.filters.t_conf) == (
+        5,
+        25,
+        100,
+        0.7,
+    )
+    assert s.interpreter.model == s.aligner.model == "Qwen/Qwen3-VL-2B-Instruct"
+    assert s.jmasa.model == "Qwen/Qwen3-VL-8B-Instruct"
+    assert s.fgca.llm == "Qwen/Qwen3-8B"
+    assert (s.fgca.n_train, s.fgca.n_val, s.fgca.n_test) == (2000, 500, 500)
+    assert s.segment.sam == "vit_h"
+    assert s.jmasa.train.finetune == "lora" and s.jmasa.train.epochs == 30
+
+
+def test_flat_params():
+    flat = load_settings(env={}).flat()
+    assert flat["segment.num_regions"] == 5
+    assert flat["jmasa.lora.target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]

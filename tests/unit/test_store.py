@@ -1,0 +1,105 @@
+"""The artifact store, local and S3 (an S3-protocol server on loopback: moto's server mode)."""
+
+import os
+import socket
+
+import pytest
+
+from iea.store import (
+    ArtifactNotFound,
+    LocalStore,
+    S3Store,
+    check_key,
+    get_json,
+    open_store,
+    put_json,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    bucket = "t-" + os.urandom(4).hex()
+    return S3Store(
+        endpoint, bucket, "testing", "testing", region="us-east-1", part_size=5 * 1024 * 1024
+    )
+
+
+def test_put_get_exists_list(store, tmp_path):
+    assert store.list() == []
+    store.put("a/b/one.txt", b"hello")
+    put_json(store, "a/meta.json", {"n": 1})
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"\x00\x01" * 10)
+    store.put_file("c/f.bin", src)
+    assert store.get("a/b/one.txt") == b"hello"
+    assert get_json(store, "a/meta.json") == {"n": 1}
+    assert store.exists("c/f.bin") and not store.exists("c/nope.bin")
+    assert store.list() == ["a/b/one.txt", "a/meta.json", "c/f.bin"]
+    assert store.list("a/") == ["a/b/one.txt", "a/meta.json"]
+    dest = store.get_file("c/f.bin", tmp_path / "out" / "f.bin")
+    assert dest.read_bytes() == src.read_bytes()
+    store.put("a/b/one.txt", b"replaced")
+    assert store.get("a/b/one.txt") == b"replaced"
+
+
+def test_missing_key(store, tmp_path):
+    with pytest.raises(ArtifactNotFound, match="no artifact 'x/missing.json'"):
+        store.get("x/missing.json")
+    with pytest.raises(ArtifactNotFound):
+        store.get_file("x/missing.json", tmp_path / "m")
+
+
+def test_large_multipart_object(store, tmp_path):
+    data = os.urandom(12 * 1024 * 1024 + 123)  # three 5 MiB parts on S3
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    store.put_file("big/big.bin", src)
+    store.put("big/big2.bin", data)
+    assert store.get("big/big.bin") == data
+    assert store.get("big/big2.bin") == data
+
+
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "a\\b", "./a"])
+def test_bad_keys(key):
+    with pytest.raises(ValueError, match="invalid artifact key"):
+        check_key(key)
+
+
+def test_open_store_from_settings(tmp_path, s3_endpoint):
+    from iea.config import load_settings
+
+    local = open_store(load_settings(overrides=[f"store.root={tmp_path}"], env={}).store)
+    assert isinstance(local, LocalStore) and local.root == tmp_path
+    s3 = open_store(
+        load_settings(
+            overrides=[
+                "store.backend=s3",
+                f"store.endpoint={s3_endpoint}",
+                "store.bucket=cfg-bucket",
+                "store.region=us-east-1",
+            ],
+            env={"IEA_STORE__ACCESS_KEY": "testing", "IEA_STORE__SECRET_KEY": "testing"},
+        ).store
+    )
+    s3.put("k", b"v")
+    assert s3.uri("k") == "s3://cfg-bucket/k" and s3.get("k") == b"v"
