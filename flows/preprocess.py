@@ -8,6 +8,7 @@ and reuses it instead of writing a new one.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -136,12 +137,16 @@ def twitter_preprocessing(config: str | None = None, overrides: list[str] | None
             pd.DataFrame([t.to_json() for t in load_split(staging / f"{s}.jsonl")]).assign(split=s)
             for s in SPLITS
         ]
-        dataset = mlflow.data.from_pandas(
-            pd.concat(frames, ignore_index=True).astype({"tokens": str, "aspects": str}),
-            source=store.uri(prefix),
-            name=f"twitter/{settings.data.name}",
-            digest=version,
-        )
+        with warnings.catch_warnings():
+            # MLflow 3.17 registers LocalArtifactDatasetSource twice and warns that a file://
+            # source is ambiguous between the two identical classes.
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_pandas(
+                pd.concat(frames, ignore_index=True).astype({"tokens": str, "aspects": str}),
+                source=store.uri(prefix),
+                name=f"twitter/{settings.data.name}",
+                digest=version,
+            )
         mlflow.log_input(dataset, context="preprocessed")
         mlflow.log_dict(validation, "validation/twitter_canonical.json")
         mlflow.log_dict(stored, "manifest.json")
