@@ -7,19 +7,14 @@ with ``error: <file:line or item>: <reason>``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import typer
 
-for _var, _val in (
-    ("DO_NOT_TRACK", "1"),
-    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-    ("MLFLOW_DISABLE_TELEMETRY", "true"),
-    ("GX_ANALYTICS_ENABLED", "false"),
-):
-    os.environ.setdefault(_var, _val)
+from flows import set_offline_defaults
+
+set_offline_defaults()
 
 app = typer.Typer(
     help="iea: multimodal aspect-based sentiment analysis platform", no_args_is_help=True

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-for _var, _val in (
-    ("DO_NOT_TRACK", "1"),
-    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-    ("MLFLOW_DISABLE_TELEMETRY", "true"),
-    ("GX_ANALYTICS_ENABLED", "false"),
-):
-    os.environ.setdefault(_var, _val)
+from flows import set_offline_defaults
+
+set_offline_defaults()
 
 REPO = Path(__file__).resolve().parents[1]
 TWITTER = REPO.parent / "shared" / "data" / "twitter"
