@@ -29,6 +29,13 @@ class RuntimeSettings(_Section):
     """``auto`` picks CUDA when available."""
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """``auto`` is bfloat16 on GPU, float32 on CPU."""
+    trust_remote_code: bool = False
+    """Let ``from_pretrained`` run code shipped with a model (off: only library code runs)."""
+    model_cache: Path | None = None
+    """Where ``tiny-*`` models are built (default: ``$IEA_MODEL_CACHE`` or ~/.cache/iea/models)."""
+    cpu_pool: str = "cpu"
+    gpu_pool: str = "gpu"
+    """Prefect work pools that deployments of CPU and GPU stages are routed to."""
 
 
 class SyntheticTwitterSettings(_Section):
@@ -66,13 +73,19 @@ class SegmentSettings(_Section):
     sam: str = "vit_h"
     """A SAM reference: ``vit_h``/``vit_l``/``vit_b`` (with ``sam_checkpoint``) or ``tiny-sam``."""
     sam_checkpoint: Path | None = None
-    num_regions: int = Field(5, ge=1)
+    num_regions: int = Field(5, ge=1, le=255)
     """L: at most L regions per image (top L-1 masks + background)."""
     points_per_side: int = Field(32, ge=1)
     pred_iou_thresh: float = Field(0.88, ge=0.0, le=1.0)
     stability_score_thresh: float = Field(0.95, ge=0.0, le=1.0)
     max_side: int = Field(1024, ge=16)
-    """Images whose longer side exceeds this are resized before SAM (pixels)."""
+    """Images whose longer side exceeds this are downscaled for SAM (pixels); the label map is
+    mapped back to full size."""
+    min_side: int = Field(32, ge=1)
+    """Images whose shorter side is below this (pixels) skip SAM: one background region."""
+    points_per_batch: int = Field(64, ge=1)
+    box_nms_thresh: float = Field(0.7, ge=0.0, le=1.0)
+    min_mask_region_area: int = Field(0, ge=0)
 
 
 class FilterSettings(_Section):
@@ -109,6 +122,15 @@ class ModelStageSettings(_Section):
 class InterpreterSettings(_Section):
     model: str = "Qwen/Qwen3-VL-2B-Instruct"
     max_new_tokens: int = Field(64, ge=1)
+    """Upper bound on each answer's length (tokens)."""
+    batch_size: int = Field(8, ge=1)
+    """Regions per VLM generate call."""
+    concurrency: int = Field(2, ge=1)
+    """Images processed at once by the ``image_interpretation`` flow."""
+    pool: Literal["cpu", "gpu"] = "gpu"
+    """Work pool kind this stage is deployed to (``runtime.cpu_pool`` / ``runtime.gpu_pool``)."""
+    overlay_samples: int = Field(8, ge=0)
+    """How many overlays the flow logs to MLflow."""
 
 
 class FgcaSettings(_Section):

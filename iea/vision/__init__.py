@@ -1,0 +1,1 @@
+"""Sentimental Image Interpreter: SAM regions, region filters, VLM interpretations."""

@@ -1,0 +1,284 @@
+"""The Sentimental Image Interpreter stage: image -> regions -> filters -> interpretations.
+
+Outputs are cached in an artifact store by content:
+
+* segmentation (label map + regions with their features) under
+  ``cache/segments/<key>.npz``, key = sha256 of (image bytes' sha256, SAM reference, checkpoint
+  name and size, seed, mask-generator settings, L, resize settings, postprocess version);
+* each region's interpretation under ``cache/interpretations/<key>.json``, key = sha256 of
+  (the region crop's pixels, VLM reference, seed, prompt version, generation length).
+
+Models are loaded lazily, on the first cache miss that needs them: a second run over the same
+images loads no model at all. Filtering is never cached; it is microseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iea.config import Settings
+from iea.data.images import load_rgb
+from iea.store import ArtifactStore
+from iea.vision import prompts
+from iea.vision.filters import RegionFeatures, Thresholds, drop_reasons, laplacian_variances
+from iea.vision.interpret import Interpretation, interpret_crops, region_crop
+from iea.vision.segment import POSTPROCESS_VERSION, Region, build_mask_generator, segment_image
+
+CACHE_PREFIX = "cache"
+
+
+@dataclass
+class ImageResult:
+    """Everything the stage knows about one image (pixel units of the upright original)."""
+
+    image: str
+    image_sha256: str
+    size: tuple[int, int]
+    """``(width, height)`` in pixels."""
+    label_map: np.ndarray
+    """``H x W`` int32 region ids."""
+    regions: list[Region]
+    reasons: list[list[str]]
+    """Per region, the filters it failed (empty = kept)."""
+    interpretations: dict[int, Interpretation]
+    """Region id -> interpretation, for kept regions."""
+    cache: dict[str, Any] = field(default_factory=dict)
+    rgb: np.ndarray | None = field(default=None, repr=False)
+    """The decoded ``H x W x 3`` uint8 image (for overlays; not serialised)."""
+
+    @property
+    def kept(self) -> list[Region]:
+        return [r for r, why in zip(self.regions, self.reasons, strict=True) if not why]
+
+    def to_json(self) -> dict[str, Any]:
+        rows = []
+        for region, why in zip(self.regions, self.reasons, strict=True):
+            interp = self.interpretations.get(region.id)
+            rows.append(
+                {
+                    **region.to_json(),
+                    "kept": not why,
+                    "dropped_because": why,
+                    "description": interp.description if interp else None,
+                    "polarity": interp.polarity if interp else None,
+                    "score": interp.score if interp else None,
+                    "parsed": interp.parsed if interp else None,
+                    "text": interp.text if interp else None,
+                }
+            )
+        width, height = self.size
+        return {
+            "image": self.image,
+            "image_sha256": self.image_sha256,
+            "width": width,
+            "height": height,
+            "regions": rows,
+            "cache": self.cache,
+        }
+
+
+class ImageInterpreter:
+    """Runs the stage with the settings' models, caching in ``store``."""
+
+    def __init__(self, settings: Settings, store: ArtifactStore, *, generator=None, vlm=None):
+        """``generator`` (a mask generator) and ``vlm`` (anything with ``generate(images,
+        prompts, max_new_tokens)``) replace the settings' models when given."""
+        self.settings = settings
+        self.store = store
+        self._generator = generator
+        self._vlm = vlm
+        self._lock = threading.Lock()  # flows share one interpreter between threads
+
+    # ------------------------------------------------------------------ models (lazy)
+    @property
+    def generator(self):
+        with self._lock:
+            return self._load_generator()
+
+    def _load_generator(self):
+        if self._generator is None:
+            from iea.models.sam import load_sam
+
+            seg, rt = self.settings.segment, self.settings.runtime
+            sam = load_sam(
+                seg.sam, seg.sam_checkpoint, device=rt.device, cache=rt.model_cache, seed=rt.seed
+            )
+            self._generator = build_mask_generator(sam, seg)
+        return self._generator
+
+    @property
+    def vlm(self):
+        with self._lock:
+            return self._load_vlm()
+
+    def _load_vlm(self):
+        if self._vlm is None:
+            from iea.models.vlm import VisionLanguageModel
+
+            rt = self.settings.runtime
+            self._vlm = VisionLanguageModel.from_ref(
+                self.settings.interpreter.model,
+                device=rt.device,
+                dtype=rt.dtype,
+                trust_remote_code=rt.trust_remote_code,
+                cache=rt.model_cache,
+                seed=rt.seed,
+            )
+        return self._vlm
+
+    # ------------------------------------------------------------------ keys
+    def segmentation_key(self, image_sha256: str) -> str:
+        seg, rt = self.settings.segment, self.settings.runtime
+        ckpt = seg.sam_checkpoint
+        ckpt_id = (
+            f"{Path(ckpt).name}:{Path(ckpt).stat().st_size}"
+            if ckpt and Path(ckpt).is_file()
+            else None
+        )
+        parts = {
+            "image": image_sha256,
+            "sam": seg.sam,
+            "checkpoint": ckpt_id,
+            "seed": rt.seed,
+            "settings": seg.model_dump(mode="json", exclude={"sam", "sam_checkpoint"}),
+            "postprocess": POSTPROCESS_VERSION,
+        }
+        return _digest(parts)
+
+    def interpretation_key(self, crop: np.ndarray) -> str:
+        h = hashlib.sha256(crop.tobytes())
+        h.update(repr(crop.shape).encode())
+        interp, rt = self.settings.interpreter, self.settings.runtime
+        return _digest(
+            {
+                "crop": h.hexdigest(),
+                "model": interp.model,
+                "seed": rt.seed,
+                "prompt": prompts.PROMPT_VERSION,
+                "max_new_tokens": interp.max_new_tokens,
+            }
+        )
+
+    # ------------------------------------------------------------------ stages
+    def segment(self, rgb: np.ndarray, image_sha256: str) -> tuple[np.ndarray, list[Region], bool]:
+        """``(label_map, regions with laplacian_var, cache hit?)`` for one image."""
+        key = f"{CACHE_PREFIX}/segments/{self.segmentation_key(image_sha256)}.npz"
+        if self.store.exists(key):
+            with np.load(io.BytesIO(self.store.get(key)), allow_pickle=False) as z:
+                label_map = z["label_map"].astype(np.int32)
+                regions = [Region.from_json(r) for r in json.loads(str(z["regions"]))]
+            return label_map, regions, True
+        seg = self.settings.segment
+        label_map, regions = segment_image(
+            rgb,
+            lambda image: self.generator.generate(image),
+            seg.num_regions,
+            max_side=seg.max_side,
+            min_side=seg.min_side,
+        )
+        variances = laplacian_variances(rgb, label_map, regions)
+        regions = [
+            Region(**{**r.to_json(), "bbox": r.bbox, "laplacian_var": v})
+            for r, v in zip(regions, variances, strict=True)
+        ]
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            label_map=label_map.astype(np.uint8),
+            regions=np.array(json.dumps([r.to_json() for r in regions])),
+        )
+        self.store.put(key, buf.getvalue())
+        return label_map, regions, False
+
+    def interpret(
+        self, rgb: np.ndarray, label_map: np.ndarray, regions: list[Region]
+    ) -> tuple[dict[int, Interpretation], int]:
+        """Interpretations of ``regions`` (cached ones loaded); returns them and the miss count."""
+        crops = {r.id: region_crop(rgb, label_map, r) for r in regions}
+        keys = {
+            rid: f"{CACHE_PREFIX}/interpretations/{self.interpretation_key(c)}.json"
+            for rid, c in crops.items()
+        }
+        found = {
+            rid: Interpretation.from_json(json.loads(self.store.get(k)))
+            for rid, k in keys.items()
+            if self.store.exists(k)
+        }
+        missing = [rid for rid in keys if rid not in found]
+        if missing:
+            interp = self.settings.interpreter
+            answers = interpret_crops(
+                self.vlm,
+                [crops[rid] for rid in missing],
+                prompts.INTERPRET_REGION,
+                interp.max_new_tokens,
+                interp.batch_size,
+            )
+            for rid, answer in zip(missing, answers, strict=True):
+                self.store.put(keys[rid], json.dumps(answer.to_json()).encode())
+                found[rid] = answer
+        return {rid: found[rid] for rid in keys}, len(missing)
+
+    def run(self, image: Path) -> ImageResult:
+        """The whole stage for one image file.
+
+        Raises:
+            ImageDecodeError: the file cannot be decoded (names the file and the reason).
+        """
+        rgb = load_rgb(image)
+        sha = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+        label_map, regions, seg_hit = self.segment(rgb, sha)
+        f = self.settings.filters
+        reasons = drop_reasons(
+            RegionFeatures.of(regions), Thresholds(f.t_size, f.t_clarity, f.t_conf)
+        )
+        kept = [r for r, why in zip(regions, reasons, strict=True) if not why]
+        interpretations, misses = self.interpret(rgb, label_map, kept)
+        return ImageResult(
+            image=str(image),
+            image_sha256=sha,
+            size=(rgb.shape[1], rgb.shape[0]),
+            label_map=label_map,
+            regions=regions,
+            reasons=reasons,
+            interpretations=interpretations,
+            cache={
+                "segmentation": "hit" if seg_hit else "miss",
+                "interpretations_hit": len(kept) - misses,
+                "interpretations_miss": misses,
+            },
+            rgb=rgb,
+        )
+
+
+def write_outputs(result: ImageResult, out: Path) -> dict[str, Path]:
+    """Write ``regions.json``, ``regions.png`` (label map: pixel value = region id) and
+    ``overlay.png`` into ``out``; returns their paths."""
+    from iea.vision.overlay import draw_overlay, label_map_png
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "regions": out / "regions.json",
+        "labels": out / "regions.png",
+        "overlay": out / "overlay.png",
+    }
+    paths["regions"].write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    label_map_png(result.label_map).save(paths["labels"])
+    rgb = result.rgb if result.rgb is not None else load_rgb(Path(result.image))
+    draw_overlay(
+        rgb, result.label_map, result.regions, result.reasons, result.interpretations
+    ).save(paths["overlay"])
+    return paths
+
+
+def _digest(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,178 @@
+"""The interpreter stage with stand-in models: caching, lazy loading, resizing, outputs."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iea.config import load_settings
+from iea.data.images import ImageDecodeError
+from iea.store import LocalStore
+from iea.vision.interpreter import ImageInterpreter, write_outputs
+
+
+class FakeGenerator:
+    """Two masks at whatever size it is given: the left half (iou 0.9), the top half (0.8)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, image):
+        h, w = image.shape[:2]
+        self.calls.append((h, w))
+        left = np.zeros((h, w), bool)
+        left[:, : w // 2] = True
+        top = np.zeros((h, w), bool)
+        top[: h // 2] = True
+        return [
+            {"segmentation": top, "predicted_iou": 0.8, "stability_score": 0.9},
+            {"segmentation": left, "predicted_iou": 0.9, "stability_score": 0.95},
+        ]
+
+
+class FakeVLM:
+    def __init__(self):
+        self.calls = 0
+
+    def generate(self, images, prompts, max_new_tokens):
+        self.calls += 1
+        return [
+            f"Description: a {im.width}x{im.height} patch\nSentiment: positive\nScore: 0.5"
+            for im in images
+        ]
+
+
+def _settings(tmp_path, *extra):
+    return load_settings(
+        overrides=[
+            f"store.root={tmp_path / 'store'}",
+            "filters.t_clarity=10",
+            "filters.t_size=4",
+            *extra,
+        ],
+        env={},
+    )
+
+
+def _noise_image(path, w, h, seed=0):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)).save(path)
+    return path
+
+
+def test_second_run_calls_no_model(tmp_path):
+    s = _settings(tmp_path)
+    img = _noise_image(tmp_path / "a.png", 64, 48)
+    gen, vlm = FakeGenerator(), FakeVLM()
+    first = ImageInterpreter(s, LocalStore(tmp_path / "store"), generator=gen, vlm=vlm).run(img)
+    assert len(gen.calls) == 1 and vlm.calls == 1
+    assert [r.id for r in first.regions] == [0, 1, 2]  # background, left half, top-right quarter
+    assert first.cache == {
+        "segmentation": "miss",
+        "interpretations_hit": 0,
+        "interpretations_miss": 3,
+    }
+
+    gen2, vlm2 = FakeGenerator(), FakeVLM()
+    second = ImageInterpreter(s, LocalStore(tmp_path / "store"), generator=gen2, vlm=vlm2).run(img)
+    assert gen2.calls == [] and vlm2.calls == 0
+    assert second.cache == {
+        "segmentation": "hit",
+        "interpretations_hit": 3,
+        "interpretations_miss": 0,
+    }
+    assert second.to_json() == {**first.to_json(), "cache": second.cache}
+
+
+def test_settings_change_invalidates_only_what_depends_on_it(tmp_path):
+    img = _noise_image(tmp_path / "a.png", 64, 48)
+    store = LocalStore(tmp_path / "store")
+    ImageInterpreter(_settings(tmp_path), store, generator=FakeGenerator(), vlm=FakeVLM()).run(img)
+    # A filter change re-filters cached regions: no model at all.
+    gen, vlm = FakeGenerator(), FakeVLM()
+    r = ImageInterpreter(
+        _settings(tmp_path, "filters.t_size=30"), store, generator=gen, vlm=vlm
+    ).run(img)
+    assert (
+        gen.calls == [] and vlm.calls == 0 and len(r.kept) == 1
+    )  # only the background is >= 30 px
+    # A mask-generator setting change re-segments.
+    gen = FakeGenerator()
+    ImageInterpreter(
+        _settings(tmp_path, "segment.points_per_side=8"), store, generator=gen, vlm=FakeVLM()
+    ).run(img)
+    assert len(gen.calls) == 1
+
+
+def test_large_image_is_resized_for_sam_and_mapped_back(tmp_path):
+    s = _settings(tmp_path, "segment.max_side=600")
+    img = _noise_image(tmp_path / "big.jpg", 6000, 4000)
+    gen = FakeGenerator()
+    r = ImageInterpreter(s, LocalStore(tmp_path / "store"), generator=gen, vlm=FakeVLM()).run(img)
+    assert gen.calls == [(400, 600)]
+    assert r.label_map.shape == (4000, 6000) and r.size == (6000, 4000)
+    left = next(x for x in r.regions if x.id == 1)
+    assert left.bbox == (0, 0, 3000, 4000) and left.area == 3000 * 4000
+    assert sum(x.area for x in r.regions) == 6000 * 4000
+    paths = write_outputs(r, tmp_path / "out")
+    assert Image.open(paths["labels"]).size == (6000, 4000)
+    assert max(Image.open(paths["overlay"]).size) <= 1024 + 380
+
+
+@pytest.mark.parametrize("side", [1, 8])
+def test_tiny_images_skip_sam(tmp_path, side):
+    img = _noise_image(tmp_path / "t.png", side, side)
+    gen, vlm = FakeGenerator(), FakeVLM()
+    s = _settings(tmp_path, "filters.t_size=25")
+    r = ImageInterpreter(s, LocalStore(tmp_path / "store"), generator=gen, vlm=vlm).run(img)
+    assert gen.calls == [] and vlm.calls == 0
+    assert [(x.id, x.bbox) for x in r.regions] == [(0, (0, 0, side, side))]
+    assert "too_small" in r.reasons[0]
+
+
+def test_all_black_image_keeps_nothing(tmp_path):
+    img = tmp_path / "black.png"
+    Image.new("RGB", (64, 48)).save(img)
+    vlm = FakeVLM()
+    r = ImageInterpreter(
+        _settings(tmp_path), LocalStore(tmp_path / "store"), generator=FakeGenerator(), vlm=vlm
+    ).run(img)
+    assert r.kept == [] and vlm.calls == 0
+    assert all("blurry" in why for why in r.reasons)
+
+
+def test_outputs(tmp_path):
+    img = _noise_image(tmp_path / "a.png", 64, 48)
+    r = ImageInterpreter(
+        _settings(tmp_path),
+        LocalStore(tmp_path / "store"),
+        generator=FakeGenerator(),
+        vlm=FakeVLM(),
+    ).run(img)
+    paths = write_outputs(r, tmp_path / "out")
+    doc = json.loads(paths["regions"].read_text())
+    assert [x["id"] for x in doc["regions"]] == [0, 1, 2]
+    assert (
+        doc["regions"][1]["description"] == "a 32x48 patch"
+        and doc["regions"][1]["polarity"] == "POS"
+    )
+    assert set(doc["regions"][0]) >= {
+        "bbox",
+        "area",
+        "predicted_iou",
+        "laplacian_var",
+        "kept",
+        "dropped_because",
+    }
+    labels = np.asarray(Image.open(paths["labels"]))
+    assert labels.shape == (48, 64) and sorted(np.unique(labels).tolist()) == [0, 1, 2]
+    assert Image.open(paths["overlay"]).mode == "RGB"
+
+
+def test_undecodable_image_names_the_file(tmp_path):
+    bad = tmp_path / "noise.jpg"
+    bad.write_bytes(np.random.default_rng(1).bytes(1000))
+    with pytest.raises(ImageDecodeError, match="noise.jpg"):
+        ImageInterpreter(
+            _settings(tmp_path), LocalStore(tmp_path / "store"), generator=FakeGenerator()
+        ).run(bad)
