@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,16 @@ def twitter_root() -> Path:
     if not TWITTER.is_dir():
         pytest.skip(f"real Twitter annotations not found at {TWITTER}")
     return TWITTER
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """A session-wide temporary cache where ``tiny-*`` models are built once."""
+    path = tmp_path_factory.mktemp("model-cache")
+    old = os.environ.get("IEA_MODEL_CACHE")
+    os.environ["IEA_MODEL_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("IEA_MODEL_CACHE", None)
+    else:
+        os.environ["IEA_MODEL_CACHE"] = old

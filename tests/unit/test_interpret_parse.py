@@ -36,3 +36,15 @@ def test_region_crop_grays_out_other_regions():
     crop = region_crop(rgb, labels, Region(1, (1, 1, 3, 2), 5, 0.9, 0.9, False))
     assert crop.shape == (2, 3, 3)
     assert crop[:, :, 0].tolist() == [[9, 9, 9], [9, 9, 128]]
+
+
+def test_thin_regions_are_padded_to_a_processable_aspect():
+    rgb = np.zeros((2, 600, 3), np.uint8)
+    labels = np.ones((2, 600), np.int32)
+    crop = region_crop(rgb, labels, Region(1, (0, 0, 600, 2), 1200, 0.9, 0.9, False))
+    assert crop.shape == (30, 600, 3)  # 600 / 20
+    assert (crop[14:16] == 0).all() and (crop[0] == 128).all()
+    tall = region_crop(
+        rgb.transpose(1, 0, 2), labels.T, Region(1, (0, 0, 2, 600), 1200, 0.9, 0.9, False)
+    )
+    assert tall.shape == (600, 30, 3)

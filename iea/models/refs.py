@@ -1,0 +1,368 @@
+"""Model references and loading: a hub id, a local directory, or a ``tiny-…`` name.
+
+* ``Qwen/Qwen3-VL-2B-Instruct`` (``kind_of`` -> ``"hub"``): loaded from the Hugging Face cache
+  (``HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``, read at call
+  time) without touching the network; only when it is not cached, and neither
+  ``HF_HUB_OFFLINE`` nor ``TRANSFORMERS_OFFLINE`` is set, from the hub (which, unreachable,
+  costs about 50 s of retries before the error).
+* ``/path/to/dir``, ``./dir``, ``~/dir`` or any existing directory (``"local"``): a directory
+  written by ``save_pretrained``.
+* ``tiny-qwen3-vl``, ``tiny-qwen3`` (``"tiny"``): built once by :mod:`iea.models.tiny` into
+  ``<cache>/<name>-seed<seed>-v<TINY_VERSION>/`` and then loaded from there like a local directory.
+
+Every real load uses ``from_pretrained`` with safetensors only, ``trust_remote_code`` off unless
+asked for, puts the model on the requested device and dtype in eval mode, and counts itself in
+:data:`LOAD_COUNTS`. Missing weights raise :class:`ModelNotAvailable`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from iea.models.tiny import TINY_BUILDERS, TINY_VERSION
+
+RefKind = Literal["tiny", "local", "hub"]
+
+LOAD_COUNTS: Counter[str] = Counter()
+"""Number of real ``from_pretrained`` loads per reference (as passed by the caller)."""
+BUILD_COUNTS: Counter[str] = Counter()
+"""Number of tiny-model builds per ``tiny-…`` name (0 or 1 per cache entry in one process)."""
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_TRUE = {"1", "true", "yes", "on"}
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+class ModelNotAvailable(RuntimeError):
+    """The weights (or processor files) of a model reference cannot be found.
+
+    ``ModelNotAvailable(ref, where, detail)`` composes the message (the reference, where it
+    looked, the cause, how to fix it); ``ModelNotAvailable(message)`` takes a ready-made one
+    (other model families, e.g. SAM checkpoints). ``ref``/``where``/``detail`` are kept as
+    attributes (None for a ready-made message).
+    """
+
+    def __init__(self, ref: str, where: str | None = None, detail: str = ""):
+        self._args = (ref, where, detail)
+        if where is None:
+            self.ref, self.where, self.detail = None, None, detail
+            super().__init__(ref)
+            return
+        self.ref, self.where, self.detail = ref, where, detail
+        hub_id = ref if kind_of_or_none(ref) == "hub" else "<hub id>"
+        lines = [
+            f"model {ref!r} is not available: looked in {where}.",
+            *([f"  cause: {detail}"] if detail else []),
+            "  to fix: on a machine with internet run "
+            f"`hf download {hub_id}` and copy the Hugging Face cache here (point HF_HOME or "
+            "HF_HUB_CACHE at it), or pass a local directory written by save_pretrained "
+            "(with *.safetensors weights), or use a tiny reference "
+            f"({', '.join(sorted(TINY_BUILDERS))}) for tests and demos.",
+        ]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes (e.g. task runners)
+        return (type(self), self._args)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when CUDA is available, else ``cpu``; ``"cpu"``, ``"cuda[:N]"``.
+
+    Raises:
+        ValueError: an unknown device string, or CUDA asked for but not available.
+    """
+    if isinstance(device, torch.device):
+        name = str(device)
+    elif isinstance(device, str):
+        name = device.strip().lower()
+    else:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+        return torch.device(name)
+    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+
+
+def resolve_dtype(
+    dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu"
+) -> torch.dtype:
+    """``"auto"`` -> bfloat16 on CUDA, float32 elsewhere; or ``float32``/``bfloat16``/``float16``.
+
+    Raises:
+        ValueError: an unknown dtype name.
+    """
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or 'auto', got {dtype!r}")
+        return dtype
+    name = dtype.strip().lower() if isinstance(dtype, str) else None
+    if name == "auto":
+        dev = device if isinstance(device, torch.device) else torch.device(str(device))
+        return torch.bfloat16 if dev.type == "cuda" else torch.float32
+    if name in _DTYPES:
+        return _DTYPES[name]
+    raise ValueError(f"dtype must be 'auto' or one of {sorted(_DTYPES)}, got {dtype!r}")
+
+
+def kind_of_or_none(ref: str) -> RefKind | None:
+    """Like :func:`kind_of`, but None for a reference that is none of the three kinds."""
+    if not isinstance(ref, str) or not ref.strip():
+        return None
+    if ref.startswith("tiny-"):
+        return "tiny"
+    if (
+        ref.startswith(("/", "./", "../", "~", ".\\", "..\\"))
+        or ref in (".", "..")
+        or Path(ref).expanduser().is_dir()
+        or ref.count("/") > 1
+        or "\\" in ref
+    ):
+        return "local"
+    if _HUB_ID.fullmatch(ref) and ".." not in ref:
+        return "hub"
+    return None
+
+
+def kind_of(ref: str) -> RefKind:
+    """What a model reference names.
+
+    ``"tiny"`` for ``tiny-…`` names; ``"local"`` for an existing directory or anything path-like
+    (absolute, ``./``, ``../``, ``~``, more than one ``/``); ``"hub"`` for ``org/name`` or
+    ``name`` hub ids.
+
+    Raises:
+        ValueError: an empty or malformed reference, or an unknown ``tiny-…`` name.
+    """
+    kind = kind_of_or_none(ref)
+    if kind is None:
+        raise ValueError(
+            f"model reference {ref!r} is not a hub id (org/name), a local directory or a "
+            f"tiny-… name ({', '.join(sorted(TINY_BUILDERS))})"
+        )
+    if kind == "tiny" and ref not in TINY_BUILDERS:
+        raise ValueError(
+            f"unknown tiny model {ref!r}: known tiny models are {', '.join(sorted(TINY_BUILDERS))}"
+        )
+    return kind
+
+
+def cache_dir(cache: str | Path | None = None) -> Path:
+    """Where tiny models are built: ``cache``, else ``$IEA_MODEL_CACHE``, else
+    ``~/.cache/iea/models``."""
+    if cache is not None:
+        return Path(cache).expanduser()
+    env = os.environ.get("IEA_MODEL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "iea" / "models"
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, read from the environment now (not at import time)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` is set to a true value."""
+    return any(
+        os.environ.get(v, "").strip().lower() in _TRUE
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def tiny_path(name: str, *, seed: int = 0, cache: str | Path | None = None) -> Path:
+    """``<cache>/<name>-seed<seed>-v<TINY_VERSION>`` (whether or not it is built yet)."""
+    if name not in TINY_BUILDERS:
+        raise ValueError(
+            f"unknown tiny model {name!r}: known tiny models are {', '.join(sorted(TINY_BUILDERS))}"
+        )
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    return cache_dir(cache) / f"{name}-seed{seed}-v{TINY_VERSION}"
+
+
+def ensure_tiny(name: str, *, seed: int = 0, cache: str | Path | None = None) -> Path:
+    """Build the tiny model ``name`` for ``seed`` unless it is already in the cache; its path.
+
+    The build goes to a temporary sibling directory that is renamed into place, so a directory
+    that exists is always complete; when two processes race, the first rename wins and the
+    other build is discarded.
+    """
+    final = tiny_path(name, seed=seed, cache=cache)
+    if (final / "config.json").is_file():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        TINY_BUILDERS[name][1](tmp, seed)
+        BUILD_COUNTS[name] += 1
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _locate(ref: str, kind: RefKind, seed: int, cache: str | Path | None) -> tuple[str, str]:
+    """(what to pass to from_pretrained, where it looked — for error messages)."""
+    if kind == "tiny":
+        path = ensure_tiny(ref, seed=seed, cache=cache)
+        return str(path), f"the tiny-model cache directory {path}"
+    if kind == "local":
+        path = Path(ref).expanduser()
+        where = f"the local directory {path}"
+        if not path.is_dir():
+            raise ModelNotAvailable(ref, where, "no such directory")
+        if not (path / "config.json").is_file():
+            raise ModelNotAvailable(ref, where, "no config.json in it")
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.safetensors.index.json")):
+            raise ModelNotAvailable(ref, where, "no *.safetensors weights in it")
+        return str(path), where
+    repo_dir = hf_hub_cache() / ("models--" + ref.replace("/", "--"))
+    mode = "offline" if hub_offline() else "then the hub, which was not reachable or lacks it"
+    return ref, f"the Hugging Face cache {repo_dir} ({mode})"
+
+
+def _load(
+    ref: str,
+    auto_model: str,
+    auto_processor: str,
+    want: str,
+    *,
+    device: str | torch.device,
+    dtype: str | torch.dtype,
+    trust_remote_code: bool,
+    cache: str | Path | None,
+    seed: int,
+) -> tuple[Any, Any]:
+    kind = kind_of(ref)
+    if kind == "tiny" and TINY_BUILDERS[ref][0] != want:
+        raise ValueError(
+            f"{ref!r} is a {TINY_BUILDERS[ref][0]} tiny model, not a {want}: use "
+            + ("load_vlm" if TINY_BUILDERS[ref][0] == "vlm" else "load_causal_lm")
+        )
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    source, where = _locate(ref, kind, seed, cache)
+    import transformers  # here: importing it takes seconds, and the checks above need none of it
+
+    model_cls = getattr(transformers, auto_model)
+    proc_cls = getattr(transformers, auto_processor)
+    placement = {"device_map": {"": str(dev)}} if dev.type == "cuda" else {}
+    # Hub ids: the cache first (no network, no retries), then the hub unless offline.
+    attempts = [{}] if kind != "hub" else [{"local_files_only": True}]
+    if kind == "hub" and not hub_offline():
+        attempts.append({"local_files_only": False})
+    for k, attempt in enumerate(attempts):
+        common = {"trust_remote_code": bool(trust_remote_code), **attempt}
+        if kind == "hub":
+            common["cache_dir"] = str(hf_hub_cache())
+        try:
+            processor = proc_cls.from_pretrained(source, **common)
+            model = model_cls.from_pretrained(
+                source, dtype=torch_dtype, use_safetensors=True, **placement, **common
+            )
+            break
+        except OSError as e:  # EnvironmentError: missing files, hub unreachable, not cached
+            if k + 1 < len(attempts):
+                continue
+            raise ModelNotAvailable(ref, where, str(e).strip().splitlines()[0]) from e
+    if not placement:
+        model.to(dev)
+    model.eval()
+    LOAD_COUNTS[ref] += 1
+    return model, processor
+
+
+def load_vlm(
+    ref: str,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    trust_remote_code: bool = False,
+    cache: str | Path | None = None,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """Load an image-text-to-text model and its processor.
+
+    Args:
+        ref: a hub id, a local directory or ``tiny-qwen3-vl``.
+        device: ``auto``/``cpu``/``cuda[:N]`` (see :func:`resolve_device`).
+        dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16``, ``float16``.
+        trust_remote_code: let transformers run code shipped with the checkpoint.
+        cache: tiny-model cache directory (default :func:`cache_dir`).
+        seed: tiny models only: the weights' seed.
+
+    Returns:
+        ``(model, processor)``: the model in eval mode on ``device``; the processor loaded
+        from the same place.
+
+    Raises:
+        ModelNotAvailable: weights, config or processor files not found (or hub unreachable).
+        ValueError: a malformed reference, device or dtype.
+    """
+    return _load(
+        ref,
+        "AutoModelForImageTextToText",
+        "AutoProcessor",
+        "vlm",
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        cache=cache,
+        seed=seed,
+    )
+
+
+def load_causal_lm(
+    ref: str,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    trust_remote_code: bool = False,
+    cache: str | Path | None = None,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer (``ref``: hub id, local directory or ``tiny-qwen3``).
+
+    Same arguments, behaviour and errors as :func:`load_vlm`; returns ``(model, tokenizer)``.
+    """
+    return _load(
+        ref,
+        "AutoModelForCausalLM",
+        "AutoTokenizer",
+        "causal_lm",
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        cache=cache,
+        seed=seed,
+    )
