@@ -46,9 +46,10 @@ def _interpreter(settings: Settings) -> ImageInterpreter:
 
 @task
 def interpret_chunk(
-    settings: Settings, paths: list[str], run_key: str, overlay_dir: str
+    settings: Settings, paths: list[str], run_key: str, overlay_dir: str, overlays: int
 ) -> list[dict]:
-    """Interpret a chunk of images; returns one summary per image (or its error)."""
+    """Interpret a chunk of images; returns one summary per image (or its error). The first
+    ``overlays`` images that decode get an overlay in ``overlay_dir``."""
     interp = _interpreter(settings)
     store = interp.store
     out = []
@@ -61,8 +62,9 @@ def interpret_chunk(
             continue
         doc = result.to_json()
         store.put(f"interpretations/{run_key}/{result.image_sha256}.json", json.dumps(doc).encode())
-        if overlay_dir:
+        if overlays > 0:
             write_outputs(result, Path(overlay_dir) / Path(p).stem)
+            overlays -= 1
         out.append(
             {
                 "image": p,
@@ -108,11 +110,12 @@ def image_interpretation(
     n_samples = settings.interpreter.overlay_samples
     logger.info("interpreting %d images from %s in %d chunks", len(paths), folder, len(chunks))
 
+    per_chunk = -(-n_samples // len(chunks)) if chunks else 0  # ceil: spread over the chunks
     with tempfile.TemporaryDirectory() as overlays:
         t0 = time.perf_counter()
         futures = [
-            interpret_chunk.submit(settings, chunk, run_key, overlays if k < n_samples else "")
-            for k, chunk in enumerate(chunks)
+            interpret_chunk.submit(settings, chunk, run_key, overlays, per_chunk)
+            for chunk in chunks
         ]
         rows = [row for f in futures for row in f.result()]
         elapsed = time.perf_counter() - t0
