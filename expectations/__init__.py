@@ -19,7 +19,7 @@ SUITE_DIR: Path = Path(__file__).resolve().parent
 
 # Number of expectations in each suite file; a loaded suite with fewer lost some (unregistered
 # custom types).  Keep in step with the JSON files.
-EXPECTED_CHECKS: dict[str, int] = {"twitter_canonical": 9}
+EXPECTED_CHECKS: dict[str, int] = {"twitter_canonical": 9, "fgca": 9}
 
 
 def suite_path(name: str) -> Path:
@@ -31,6 +31,8 @@ def suite_path(name: str) -> Path:
 
 
 def register_custom_expectations() -> ModuleType:
-    """Import :mod:`expectations.custom`, registering its metrics and expectations with GX."""
+    """Import :mod:`expectations.custom` and :mod:`expectations.fgca_custom`, registering their
+    metrics and expectations with GX; returns the first."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    importlib.import_module(f"{__name__}.fgca_custom")
     return importlib.import_module(f"{__name__}.custom")

@@ -24,9 +24,13 @@ data_app = typer.Typer(
 )
 flow_app = typer.Typer(help="Run Prefect flows", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect configuration", no_args_is_help=True)
+fgca_app = typer.Typer(
+    help="FGCA: the synthetic fine-grained alignment dataset", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(flow_app, name="flow")
 app.add_typer(config_app, name="config")
+app.add_typer(fgca_app, name="fgca")
 
 FORMAT_HELP = "tombert (TSV), tombert_txt (4-line TXT), vlp (VLP-MABSA JSON) or conll (CMMT)"
 
@@ -243,6 +247,83 @@ def flow_interpret(
     except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
         _fail(f"{type(e).__name__}: {e}")
     _emit(result)
+
+
+@fgca_app.command("build")
+def fgca_build(
+    config: Path = typer.Option(..., "--config"),
+    out: Path = typer.Option(
+        ..., "--out", help="folder for {train,val,test}.jsonl, quarantine, stats"
+    ),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Build FGCA with the fgca_generation flow (resumes from cached images after a crash)."""
+    from iea.config import ConfigError, load_settings
+
+    try:
+        load_settings(config, overrides or [])
+    except ConfigError as e:
+        _fail(e)
+    from flows.fgca import fgca_generation
+
+    try:
+        result = fgca_generation(str(config), list(overrides or []), out=str(out))
+    except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
+        _fail(f"{type(e).__name__}: {e}")
+    _emit(result)
+
+
+@fgca_app.command("validate")
+def fgca_validate(
+    file: Path = typer.Argument(..., help="an FGCA .jsonl file"),
+    train: Path | None = typer.Option(
+        None,
+        "--train",
+        help="train split for the class-coverage check (default: train.jsonl beside FILE)",
+    ),
+) -> None:
+    """Run the fgca GX suite on FILE: exit 0 when it passes, 1 listing the failing rows."""
+    import tempfile
+
+    from flows.validation import validate_fgca
+    from iea.align.records import FgcaRecord
+
+    def load(path: Path) -> list[FgcaRecord]:
+        rows = []
+        for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(FgcaRecord.from_json(json.loads(line)))
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    _fail(f"{path}:{no}: not an FGCA record: {e}")
+        return rows
+
+    if not file.is_file():
+        _fail(f"{file}: no such file")
+    records = load(file)
+    train = train or file.with_name("train.jsonl")
+    train_classes = None
+    if (
+        any(r.split != "train" for r in records)
+        and train.is_file()
+        and train.resolve() != file.resolve()
+    ):
+        train_classes = {r.class_id for r in load(train)}
+    with tempfile.TemporaryDirectory() as gx_root:
+        report, _ = validate_fgca(
+            records, Path(gx_root), where=str(file), train_classes=train_classes
+        )
+    _emit(
+        {
+            "file": str(file),
+            "rows": len(records),
+            "passed": report.success,
+            "failures": report.failures,
+        }
+    )
+    if not report.success:
+        n_rows = sum(len(f["ids"]) for f in report.failures)
+        _fail(f"{file}: {n_rows} failing rows\n{report.summary()}")
 
 
 def main() -> None:

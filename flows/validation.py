@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuite
     from great_expectations.data_context import FileDataContext
 
+    from iea.align.records import FgcaRecord
     from iea.data.records import Tweet
 
 
@@ -197,7 +198,9 @@ def _columns(kwargs: dict[str, Any]) -> list[str]:
     return list(kwargs.get("column_list") or [])
 
 
-def _failure(expectation_result: dict[str, Any], id_column: str) -> dict[str, Any]:
+def _failure(
+    expectation_result: dict[str, Any], id_column: str, max_ids: int | None = MAX_LISTED_IDS
+) -> dict[str, Any]:
     config = expectation_result.get("expectation_config") or {}
     kwargs = config.get("kwargs") or {}
     result = expectation_result.get("result") or {}
@@ -211,12 +214,13 @@ def _failure(expectation_result: dict[str, Any], id_column: str) -> dict[str, An
     index_list: Sequence[Any] = result.get("unexpected_index_list") or []
     ids = []
     for entry in index_list:
-        if len(ids) >= MAX_LISTED_IDS:
+        if max_ids is not None and len(ids) >= max_ids:
             break
         ids.append(_json_scalar(entry.get(id_column) if isinstance(entry, dict) else entry))
     return {
         "expectation_type": config.get("type"),
         "check": (config.get("meta") or {}).get("check"),
+        "severity": config.get("severity") or "critical",
         "columns": _columns(kwargs),
         "unexpected_count": result.get("unexpected_count"),
         "ids": ids,
@@ -227,9 +231,14 @@ def _failure(expectation_result: dict[str, Any], id_column: str) -> dict[str, An
 
 
 def validate_frame(
-    df: pd.DataFrame, suite_name: str, context_root: Path, id_column: str = "id"
+    df: pd.DataFrame,
+    suite_name: str,
+    context_root: Path,
+    id_column: str = "id",
+    max_ids: int | None = MAX_LISTED_IDS,
 ) -> ValidationReport:
-    """Validate ``df`` against suite ``suite_name``; failing rows are named by ``id_column``.
+    """Validate ``df`` against suite ``suite_name``; failing rows are named by ``id_column``
+    (at most ``max_ids`` per check; None lists them all).
 
     Uses a pandas datasource / dataframe asset / whole-dataframe batch definition in the file
     context at ``context_root`` (created on first use, reused afterwards).
@@ -249,7 +258,9 @@ def validate_frame(
     )
     result_dict = result.to_json_dict()
     failures = [
-        _failure(r, id_column) for r in result_dict.get("results", []) if not r.get("success")
+        _failure(r, id_column, max_ids)
+        for r in result_dict.get("results", [])
+        if not r.get("success")
     ]
     return ValidationReport(
         success=bool(result_dict.get("success")) and not failures,
@@ -262,3 +273,43 @@ def validate_frame(
 def validate_tweets(tweets: Iterable[Tweet], context_root: Path) -> ValidationReport:
     """Validate canonical tweets against the ``twitter_canonical`` suite."""
     return validate_frame(tweets_frame(tweets), "twitter_canonical", context_root)
+
+
+def fgca_frame(
+    records: Sequence[FgcaRecord], where: str = "", train_classes: set[int] | None = None
+) -> pd.DataFrame:
+    """FGCA rows plus the derived columns the ``fgca`` suite checks.
+
+    ``row`` names each record (``<where>:<line> <image_id>/<region_id>``, line = 1-based
+    position); ``classes_with_records`` and ``image_classes`` are the sorted class ids of the
+    image's records and of the image itself (as strings); ``splits_of_image`` counts the splits
+    the image appears in; ``class_seen_in_train`` is True when some train row (of ``records``,
+    plus ``train_classes`` when given) has the class.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame([r.to_json() for r in records])
+    if df.empty:
+        return df
+    prefix = f"{where}:" if where else "line "
+    df["row"] = [f"{prefix}{i + 1} {r.image_id}/{r.region_id}" for i, r in enumerate(records)]
+    df["start"] = df["start"].astype(object)
+    df["end"] = df["end"].astype(object)
+    by_image = df.groupby("image_id")["class_id"].agg(lambda s: ",".join(map(str, sorted(s))))
+    df["classes_with_records"] = df["image_id"].map(by_image)
+    df["image_classes"] = [",".join(map(str, sorted(r.image_class_ids))) for r in records]
+    df["splits_of_image"] = df["image_id"].map(df.groupby("image_id")["split"].nunique())
+    seen = set(df.loc[df["split"] == "train", "class_id"]) | set(train_classes or ())
+    df["class_seen_in_train"] = df["class_id"].isin(seen)
+    return df.drop(columns=["bbox", "image_class_ids"])
+
+
+def validate_fgca(
+    records: Sequence[FgcaRecord],
+    context_root: Path,
+    where: str = "",
+    train_classes: set[int] | None = None,
+) -> tuple[ValidationReport, pd.DataFrame]:
+    """Validate FGCA records against the ``fgca`` suite; every failing row is listed."""
+    frame = fgca_frame(records, where, train_classes)
+    return validate_frame(frame, "fgca", context_root, id_column="row", max_ids=None), frame

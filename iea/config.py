@@ -135,9 +135,28 @@ class InterpreterSettings(_Section):
 
 class FgcaSettings(_Section):
     llm: str = "Qwen/Qwen3-8B"
+    """The causal LM that writes the texts (Qwen3: thinking is turned off)."""
     n_train: int = Field(2000, ge=1)
     n_val: int = Field(500, ge=1)
     n_test: int = Field(500, ge=1)
+    """Images per split (scaled down, train first, when the dataset has fewer)."""
+    source: Literal["files", "synthetic"] = "files"
+    root: Path = Path("data/pascal-context")
+    """PASCAL-Context root: trainval/*.mat, labels.txt, 59_labels.txt, JPEGImages/."""
+    subset: Literal["59", "all"] = "59"
+    synthetic_images: int = Field(60, ge=3)
+    """Images the synthetic PASCAL-Context generator draws when ``source`` is synthetic."""
+    min_region_area: int = Field(100, ge=1)
+    """Class regions smaller than this (pixels) are not regions."""
+    max_attempts: int = Field(3, ge=1)
+    """Texts per image before it is quarantined (the first greedy, then seeded sampling)."""
+    max_new_tokens: int = Field(64, ge=8)
+    temperature: float = Field(0.8, gt=0)
+    batch_size: int = Field(8, ge=1)
+    """Images per LLM batch, and per cached unit of work."""
+    max_quarantine_fraction: float = Field(0.5, ge=0, le=1)
+    """The build fails its gate when more than this share of the images is quarantined."""
+    work_dir: Path = Path("outputs/work/fgca")
 
 
 class StoreSettings(_Section):

@@ -1,0 +1,240 @@
+"""Prefect flow ``fgca_generation``: PASCAL-Context -> regions -> E -> LLM text -> spans -> GX
+gate -> split -> versioned store -> MLflow.
+
+Work is done in batches of ``fgca.batch_size`` images, each image's outcome cached by content
+(``iea.align.build``), so a rerun after a crash continues where it stopped. Nothing is dropped
+silently: images that fail (unreadable, phrases missing after ``max_attempts`` texts, a warning
+check) and rows that fail a check go to ``quarantine.jsonl`` with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from flows import tracking
+from flows.validation import ValidationFailed, validate_fgca
+from iea.align.build import FgcaBuilder, ImageOutcome
+from iea.align.fgca import split_images, table1_stats
+from iea.align.records import FGCA_SPLITS, FgcaRecord
+from iea.config import Settings, load_settings
+from iea.store import open_store
+
+_BUILDERS: dict[str, FgcaBuilder] = {}
+
+
+class FgcaGateFailed(RuntimeError):
+    """Too few images survived synthesis; the message says how many and why."""
+
+
+def _builder(settings: Settings) -> FgcaBuilder:
+    key = settings.model_dump_json()
+    if key not in _BUILDERS:  # one per settings per process: models stay loaded
+        _BUILDERS[key] = FgcaBuilder(settings, open_store(settings.store))
+    return _BUILDERS[key]
+
+
+@task(cache_policy=NONE)
+def prepare_pascal(settings: Settings) -> Path:
+    """The PASCAL-Context root (generating the synthetic one first when configured)."""
+    f = settings.fgca
+    if f.source == "files":
+        return Path(f.root)
+    from iea.data.pascal_context import generate_pascal_context
+
+    out = Path(f.work_dir) / f"pascal-synthetic-s{settings.runtime.seed}-n{f.synthetic_images}"
+    if not (out / ".complete").exists():
+        get_run_logger().info("generating a synthetic PASCAL-Context in %s", out)
+        generate_pascal_context(out, n_images=f.synthetic_images, seed=settings.runtime.seed)
+        (out / ".complete").touch()
+    return out
+
+
+@task(cache_policy=NONE)
+def build_batch(
+    settings: Settings, samples: list, class_names: dict[int, str]
+) -> list[ImageOutcome]:
+    return _builder(settings).process(samples, class_names)
+
+
+def _quarantine_rows(outcomes, failed_rows) -> list[dict]:
+    rows = [
+        {"image_id": o.image_id, "reason": o.reason, "detail": o.detail}
+        for o in outcomes
+        if o.reason is not None
+    ]
+    return rows + failed_rows
+
+
+@flow(name="fgca_generation", log_prints=True)
+def fgca_generation(
+    config: str | None = None, overrides: list[str] | None = None, out: str | None = None
+) -> dict:
+    """Build, validate, split, store and track the FGCA dataset.
+
+    Raises:
+        FgcaGateFailed: more than ``fgca.max_quarantine_fraction`` of the images quarantined.
+        ValidationFailed: a critical GX check failed (rows listed, quarantine written).
+    """
+    from iea.data.pascal_context import Quarantined, read_dataset, read_labels, read_subset
+
+    settings = load_settings(config, overrides or [])
+    f = settings.fgca
+    logger = get_run_logger()
+    store = open_store(settings.store)
+    out_dir = Path(out) if out else Path(f.work_dir) / "latest"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    root = prepare_pascal(settings)
+    labels = read_labels(Path(root) / "labels.txt")
+    class_names = labels if f.subset == "all" else read_subset(Path(root), labels)
+    samples, outcomes = [], []
+    for item in read_dataset(Path(root), subset=f.subset):
+        if isinstance(item, Quarantined):
+            outcomes.append(
+                ImageOutcome(
+                    item.image_id, reason="unreadable sample", detail={"error": item.reason}
+                )
+            )
+        else:
+            samples.append(item)
+    logger.info("%d images readable, %d quarantined while reading", len(samples), len(outcomes))
+    done = 0
+    for start in range(0, len(samples), f.batch_size):
+        batch = build_batch(settings, samples[start : start + f.batch_size], class_names)
+        outcomes.extend(batch)
+        done += len(batch)
+        cached = sum(o.cached for o in batch)
+        logger.info("images %d/%d done (%d of this batch from cache)", done, len(samples), cached)
+
+    good = [o for o in outcomes if o.reason is None]
+    reasons = Counter(o.reason for o in outcomes if o.reason is not None)
+    n_images = len(outcomes)
+    quarantined = n_images - len(good)
+    gate_ok = good and quarantined <= f.max_quarantine_fraction * n_images
+    stats = {
+        "images": n_images,
+        "quarantined_images": quarantined,
+        "quarantine_reasons": dict(reasons),
+    }
+    if not gate_ok:
+        _write(out_dir / "quarantine.jsonl", _quarantine_rows(outcomes, []))
+        (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        raise FgcaGateFailed(
+            f"FGCA gate failed: {quarantined} of {n_images} images quarantined "
+            f"(allowed {f.max_quarantine_fraction:.0%}): "
+            + ", ".join(f"{n} {why}" for why, n in reasons.most_common())
+            + f"; details in {out_dir / 'quarantine.jsonl'}"
+        )
+
+    assign = split_images(
+        {o.image_id: [r.class_id for r in o.records] for o in good},
+        {"train": f.n_train, "val": f.n_val, "test": f.n_test},
+        settings.runtime.seed,
+    )
+    records = [
+        replace(r, split=assign[o.image_id])
+        for o in good
+        for r in o.records
+        if o.image_id in assign
+    ]
+    report, frame = validate_fgca(records, Path(f.work_dir) / "gx", where="fgca")
+    failed_rows = _failed_rows(report, frame, records)
+    critical = [x for x in report.failures if x["severity"] == "critical"]
+    if critical:
+        _write(out_dir / "quarantine.jsonl", _quarantine_rows(outcomes, failed_rows))
+        (out_dir / "validation.json").write_text(json.dumps(report.result, indent=2, default=str))
+        raise ValidationFailed(report, where=str(out_dir))
+    dropped_images = {row["image_id"] for row in failed_rows}  # warning checks: drop whole images
+    records = [r for r in records if r.image_id not in dropped_images]
+    stats.update({"table1": table1_stats(records), "warning_dropped_images": len(dropped_images)})
+
+    files = {
+        split: "".join(r.dumps() + "\n" for r in records if r.split == split)
+        for split in FGCA_SPLITS
+    }
+    version = hashlib.sha256("".join(files[s] for s in FGCA_SPLITS).encode()).hexdigest()[:16]
+    stats["version"] = version
+    quarantine = _quarantine_rows(outcomes, failed_rows)
+    for split, text in files.items():
+        (out_dir / f"{split}.jsonl").write_text(text)
+    _write(out_dir / "quarantine.jsonl", quarantine)
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    (out_dir / "validation.json").write_text(json.dumps(report.result, indent=2, default=str))
+    prefix = f"datasets/fgca/{version}"
+    reused = store.exists(f"{prefix}/stats.json")
+    if not reused:
+        for name in (
+            *[f"{s}.jsonl" for s in FGCA_SPLITS],
+            "quarantine.jsonl",
+            "validation.json",
+            "stats.json",
+        ):
+            store.put_file(f"{prefix}/{name}", out_dir / name)  # stats.json last: marks complete
+
+    with tracking.start_run(settings, "fgca_generation", tags={"stage": "fgca"}) as run:
+        for split, row in stats["table1"].items():
+            mlflow.log_metrics({f"{split}.{k}": v for k, v in row.items()})
+        mlflow.log_metrics(
+            {
+                "images": n_images,
+                "quarantined_images": quarantined,
+                "quarantined_rows": len(failed_rows),
+            }
+        )
+        mlflow.log_dict(stats, "stats.json")
+        mlflow.log_dict(report.result, "validation/fgca.json")
+        mlflow.set_tags(
+            {
+                "dataset.version": version,
+                "dataset.uri": store.uri(prefix),
+                **{f"quarantine.{k}": str(v) for k, v in reasons.items()},
+            }
+        )
+        mlflow.log_input(
+            mlflow.data.from_pandas(
+                pd.DataFrame([r.to_json() for r in records]).astype(str),
+                source=store.uri(prefix),
+                name="fgca",
+                digest=version,
+            ),
+            context="fgca",
+        )
+    return {
+        "version": version,
+        "reused": reused,
+        "out": str(out_dir),
+        "store_uri": store.uri(prefix),
+        "run_id": run.info.run_id,
+        **stats,
+    }
+
+
+def _failed_rows(report, frame, records: list[FgcaRecord]) -> list[dict]:
+    by_row = dict(zip(frame["row"], records, strict=True)) if len(frame) else {}
+    rows = []
+    for failure in report.failures:
+        for row_id in failure["ids"]:
+            rec = by_row.get(row_id)
+            rows.append(
+                {
+                    "image_id": rec.image_id if rec else None,
+                    "row": row_id,
+                    "reason": f"failed check: {failure['check']}",
+                    "severity": failure["severity"],
+                    "record": rec.to_json() if rec else None,
+                }
+            )
+    return rows
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))

@@ -1,0 +1,1 @@
+"""Fine-Grained Aligner: FGCA building, span location, aligner format/train/predict."""
