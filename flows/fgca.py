@@ -128,6 +128,7 @@ def fgca_generation(
     stats = {
         "images": n_images,
         "readable_images": len(samples),
+        "images_from_cache": sum(o.cached for o in outcomes),
         "quarantined_images": quarantined,
         "quarantine_reasons": dict(reasons),
     }
