@@ -7,8 +7,10 @@
   costs about 50 s of retries before the error).
 * ``/path/to/dir``, ``./dir``, ``~/dir`` or any existing directory (``"local"``): a directory
   written by ``save_pretrained``.
-* ``tiny-qwen3-vl``, ``tiny-qwen3`` (``"tiny"``): built once by :mod:`iea.models.tiny` into
-  ``<cache>/<name>-seed<seed>-v<TINY_VERSION>/`` and then loaded from there like a local directory.
+* ``tiny-qwen3-vl``, ``tiny-qwen3``, ``tiny-qwen3-fgca`` (``"tiny"``): built once by
+  :mod:`iea.models.tiny` into ``<cache>/<name>-seed<seed>-v<TINY_VERSION>/`` and then loaded from
+  there like a local directory. ``tiny-qwen3-fgca`` is ``tiny-qwen3`` trained to write FGCA texts
+  (:mod:`iea.align.copier`; its build takes about a minute of CPU).
 
 Every real load uses ``from_pretrained`` with safetensors only, ``trust_remote_code`` off unless
 asked for, puts the model on the requested device and dtype in eval mode, and counts itself in

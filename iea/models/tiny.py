@@ -333,8 +333,18 @@ def _save(path: Path, model: Any, processor: Any) -> None:
     processor.save_pretrained(path)
 
 
+def build_tiny_qwen3_fgca(path: str | Path, seed: int) -> Path:
+    """``tiny-qwen3`` for ``seed``, then fully fine-tuned to write FGCA texts (copy the class
+    phrases of :func:`iea.align.prompts.build_prompt` into a tweet-like sentence); see
+    :mod:`iea.align.copier` (about a minute of CPU; ``train_report.json`` in ``path``)."""
+    from iea.align.copier import build_tiny_qwen3_fgca as build
+
+    return build(path, seed)
+
+
 TINY_BUILDERS: dict[str, tuple[str, Callable[[str | Path, int], Path]]] = {
     "tiny-qwen3-vl": ("vlm", build_tiny_qwen3_vl),
     "tiny-qwen3": ("causal_lm", build_tiny_qwen3),
+    "tiny-qwen3-fgca": ("causal_lm", build_tiny_qwen3_fgca),
 }
 """``tiny-…`` reference -> (what it is: ``vlm`` or ``causal_lm``, builder(path, seed))."""

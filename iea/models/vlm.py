@@ -6,12 +6,17 @@ decoded greedily (``do_sample=False``) for at most ``max_new_tokens`` new tokens
 ``<|im_end|>`` (plus whatever end tokens the checkpoint's generation config lists). Only the new
 text is returned, special tokens skipped, surrounding whitespace stripped, and an (empty or not)
 leading ``<think>…</think>`` block removed.
+
+:meth:`CausalLanguageModel.generate_text` can also sample (``do_sample=True``), seeded so that a
+call is reproducible.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +86,67 @@ def _greedy(
         cut = next((k for k, t in enumerate(row) if t in ends), len(row))
         result.append(row[:cut])
     return result
+
+
+def _sample(
+    model: Any,
+    tokenizer: Any,
+    inputs: dict[str, torch.Tensor],
+    max_new_tokens: int,
+    temperature: float,
+) -> list[list[int]]:
+    """Like :func:`_greedy`, but sampling (``do_sample=True``) at ``temperature``; top-k/top-p
+    come from the checkpoint's generation config (else transformers' defaults). Draws from
+    torch's global RNG: the caller seeds it (see :meth:`CausalLanguageModel.generate_ids`)."""
+    ends = _end_token_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else ends[0]
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            num_beams=1,
+            temperature=float(temperature),
+            eos_token_id=ends,
+            pad_token_id=pad,
+        )
+    new = out[:, inputs["input_ids"].shape[1] :].tolist()
+    result = []
+    for row in new:
+        cut = next((k for k, t in enumerate(row) if t in ends), len(row))
+        result.append(row[:cut])
+    return result
+
+
+def _check_sampling(do_sample: bool, temperature: float, seed: int | None) -> None:
+    if not isinstance(do_sample, bool):
+        raise ValueError(f"do_sample must be a bool, got {do_sample!r}")
+    if not do_sample:
+        return
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an int or None, got {seed!r}")
+
+
+@contextmanager
+def _seeded_rng(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG (CPU and, on CUDA, the model's device) for the block, restoring the
+    caller's RNG state afterwards; ``seed=None``: no seeding, no restoring."""
+    if seed is None:
+        yield
+        return
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def _decode(tokenizer: Any, rows: list[list[int]]) -> list[str]:
@@ -236,7 +302,8 @@ class VisionLanguageModel:
 
 
 class CausalLanguageModel:
-    """A loaded text LLM (``model``, ``tokenizer``) with batched greedy chat generation.
+    """A loaded text LLM (``model``, ``tokenizer``) with batched chat generation: greedy, or
+    seeded sampling through :meth:`generate_text`.
 
     The chat template is applied with ``enable_thinking=False`` (Qwen3's switch: no reasoning
     block; templates without the switch ignore it).
@@ -281,31 +348,85 @@ class CausalLanguageModel:
         )
 
     def generate_ids(
-        self, prompts: Sequence[str], max_new_tokens: int = 64, *, batch_size: int = 8
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        *,
+        batch_size: int = 8,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        seed: int | None = None,
     ) -> list[list[int]]:
-        """New token ids per prompt (end token excluded), at most ``max_new_tokens`` each."""
+        """New token ids per prompt (end token excluded), at most ``max_new_tokens`` each.
+
+        Greedy by default; ``do_sample=True`` samples at ``temperature`` (see
+        :meth:`generate_text`)."""
         prompts = list(prompts)
         _check_common(max_new_tokens, batch_size)
+        _check_sampling(do_sample, temperature, seed)
         if any(not isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be strings")
         rows: list[list[int]] = []
-        for idx in _chunks(len(prompts), batch_size):
-            texts = [self.chat_prompt(prompts[i]) for i in idx]
-            batch = self.tokenizer(
-                texts,
-                padding=True,
-                padding_side="left",
-                add_special_tokens=False,
-                return_tensors="pt",
-            )
-            inputs = {k: v.to(self.device) for k, v in batch.items()}
-            rows += _greedy(self.model, self.tokenizer, inputs, max_new_tokens)
+        with _seeded_rng(seed if do_sample else None, self.device):
+            for idx in _chunks(len(prompts), batch_size):
+                texts = [self.chat_prompt(prompts[i]) for i in idx]
+                batch = self.tokenizer(
+                    texts,
+                    padding=True,
+                    padding_side="left",
+                    add_special_tokens=False,
+                    return_tensors="pt",
+                )
+                inputs = {k: v.to(self.device) for k, v in batch.items()}
+                if do_sample:
+                    rows += _sample(self.model, self.tokenizer, inputs, max_new_tokens, temperature)
+                else:
+                    rows += _greedy(self.model, self.tokenizer, inputs, max_new_tokens)
         return rows
+
+    def generate_text(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 64,
+        *,
+        batch_size: int = 8,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """Answer N prompts: decoded new text per prompt (special tokens skipped, stripped).
+
+        Args:
+            prompts: N user prompts (each put through the chat template, thinking off).
+            max_new_tokens: the most new tokens generated per prompt (>= 1).
+            batch_size: prompts per forward batch (greedy results do not depend on it).
+            do_sample: False (default): greedy decoding. True: sampling at ``temperature``
+                (top-k/top-p from the checkpoint's generation config).
+            temperature: sampling temperature (> 0); ignored when greedy.
+            seed: with ``do_sample``, torch's RNG is seeded with it for this call (inside
+                ``torch.random.fork_rng``: the caller's RNG state is left as it was), so the
+                same prompts, ``batch_size`` and ``seed`` on the same machine give the same
+                texts. The batches draw one after another from that one seeded stream, so a
+                prompt's sample also depends on the prompts batched before it. ``None``: draw
+                from the global RNG as it is.
+
+        Raises:
+            ValueError: non-string prompts, bad sizes, a bad temperature or seed.
+        """
+        return _decode(
+            self.tokenizer,
+            self.generate_ids(
+                prompts,
+                max_new_tokens,
+                batch_size=batch_size,
+                do_sample=do_sample,
+                temperature=temperature,
+                seed=seed,
+            ),
+        )
 
     def generate(
         self, prompts: Sequence[str], max_new_tokens: int = 64, *, batch_size: int = 8
     ) -> list[str]:
         """Answer N prompts: decoded new text per prompt (special tokens skipped, stripped)."""
-        return _decode(
-            self.tokenizer, self.generate_ids(prompts, max_new_tokens, batch_size=batch_size)
-        )
+        return self.generate_text(prompts, max_new_tokens, batch_size=batch_size)
