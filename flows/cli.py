@@ -261,9 +261,18 @@ def fgca_build(
     from iea.config import ConfigError, load_settings
 
     try:
-        load_settings(config, overrides or [])
+        settings = load_settings(config, overrides or [])
     except ConfigError as e:
         _fail(e)
+    from iea.models.refs import prepare_tiny
+
+    rt = settings.runtime
+    prepare_tiny(
+        [settings.fgca.llm, settings.interpreter.model],
+        seed=rt.seed,
+        cache=rt.model_cache,
+        progress=_progress,
+    )
     from flows.fgca import fgca_generation
 
     try:

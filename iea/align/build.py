@@ -24,6 +24,7 @@ from iea.align.records import FgcaRecord
 from iea.config import Settings
 from iea.data.images import ImageDecodeError, load_rgb
 from iea.data.pascal_classes import class_phrase
+from iea.models.tiny import TINY_VERSION
 from iea.store import ArtifactStore
 from iea.vision.interpreter import ImageInterpreter
 
@@ -90,6 +91,8 @@ class FgcaBuilder:
             json.dumps(
                 {
                     "llm": f.llm,
+                    # a tiny model's weights change with its recipe, not its name
+                    "tiny_version": TINY_VERSION if f.llm.startswith("tiny-") else None,
                     "seed": rt.seed,
                     "prompt": prompts.FGCA_PROMPT_VERSION,
                     "synthesis": f.model_dump(

@@ -24,6 +24,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,6 +232,35 @@ def ensure_tiny(name: str, *, seed: int = 0, cache: str | Path | None = None) ->
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def prepare_tiny(
+    refs: Iterable[str],
+    *,
+    seed: int = 0,
+    cache: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Build every ``tiny-…`` reference of ``refs`` that is not in the cache yet.
+
+    Meant to run before a flow starts, so that a one-time build (``tiny-qwen3-fgca`` trains for
+    about 90 s) happens up front with a message, not inside a task. Other references are
+    ignored (they are loaded, or fail with :class:`ModelNotAvailable`, where they are used).
+
+    Returns:
+        The names that were built now (empty when all were cached).
+    """
+    built = []
+    for ref in dict.fromkeys(refs):
+        if kind_of_or_none(ref) != "tiny" or ref not in TINY_BUILDERS:
+            continue
+        if (tiny_path(ref, seed=seed, cache=cache) / "config.json").is_file():
+            continue
+        if progress is not None:
+            progress(f"building {ref} (seed {seed}) into {cache_dir(cache)}: once per cache")
+        ensure_tiny(ref, seed=seed, cache=cache)
+        built.append(ref)
+    return built
 
 
 def _locate(ref: str, kind: RefKind, seed: int, cache: str | Path | None) -> tuple[str, str]:

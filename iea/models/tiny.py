@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from transformers import PreTrainedTokenizerFast
 
-TINY_VERSION = 1
+TINY_VERSION = 2
 """Part of every tiny cache directory name: bump it when the recipe below changes."""
 
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -336,7 +336,7 @@ def _save(path: Path, model: Any, processor: Any) -> None:
 def build_tiny_qwen3_fgca(path: str | Path, seed: int) -> Path:
     """``tiny-qwen3`` for ``seed``, then fully fine-tuned to write FGCA texts (copy the class
     phrases of :func:`iea.align.prompts.build_prompt` into a tweet-like sentence); see
-    :mod:`iea.align.copier` (about a minute of CPU; ``train_report.json`` in ``path``)."""
+    :mod:`iea.align.copier` (about 90 s on two CPU cores; ``train_report.json`` in ``path``)."""
     from iea.align.copier import build_tiny_qwen3_fgca as build
 
     return build(path, seed)
