@@ -1,0 +1,529 @@
+"""One LoRA training engine for the aligner and the JMASA model (transformers + peft, own loop).
+
+An example is a user turn of interleaved text and images (``content`` as in a Qwen-VL chat
+message, ``{"type": "image"}`` entries matched in order with ``images``) and a target answer.
+Each example is encoded once: the chat template with the assistant generation prompt goes
+through the model's processor (which expands every image into its visual tokens), then the
+target tokens and ``<|im_end|>`` are appended. The loss is the mean NLL over the target tokens
+only (prompt and padding are ``-100``), exactly the condition generation starts from.
+
+Why our own loop and not ``transformers.Trainer``: resumption must give the same weights as an
+uninterrupted run, and that needs the data order to be a pure function of (seed, epoch), the RNG
+state saved with each checkpoint, and per-epoch dev selection by JMASA F1 (a generate-and-score
+callback, not a loss). All three are a few lines here and fight the Trainer's own sampler and
+callbacks.
+
+* LoRA (peft) with rank/alpha/dropout/target modules from :class:`FinetuneConfig`;
+  ``modules_to_save`` trains whole extra modules next to the adapters (a random tiny base cannot
+  learn through LoRA alone; the paper config leaves it empty). ``mode="full"`` trains all weights.
+* Optimizer steps of ``batch_size * grad_accum`` examples; AdamW, linear warm-up then linear
+  decay; gradient clipping; optional gradient checkpointing; fp32 on CPU, the model's dtype
+  (bf16 on CUDA) elsewhere.
+* Checkpoints every ``checkpoint_every`` optimizer steps and at each epoch end under
+  ``out_dir/checkpoints/step-N`` (trainable weights, optimizer, scheduler, RNG, history), written
+  to a temporary directory and renamed, so a directory that exists is complete. ``resume=True``
+  continues from the newest one.
+* A non-finite loss stops the run with :class:`TrainingDiverged` naming the step and examples.
+* Metrics reach the caller through ``log(metrics, step)`` (:class:`MetricLogger`); ``iea`` knows
+  nothing of MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from PIL import Image
+
+from iea.models.vlm import END_TOKEN, _end_token_ids
+
+ENGINE_VERSION = "finetune-v1"
+
+
+class MetricLogger(Protocol):
+    """Receives metrics as training goes: ``log({"train.loss": 0.3}, step)``."""
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the step and the examples."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training/inference item.
+
+    Args:
+        key: a unique id (tweet id, ``image/region``), used in error messages.
+        content: the user turn: ``[{"type": "image"}, {"type": "text", "text": ...}, ...]``.
+        images: one PIL image per ``{"type": "image"}`` entry, in order.
+        target: the answer to learn (empty at inference).
+    """
+
+    key: str
+    content: tuple[dict[str, Any], ...]
+    images: tuple[Image.Image, ...]
+    target: str = ""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Training settings (the flows fill them from ``iea.config`` stage settings)."""
+
+    epochs: int = 3
+    learning_rate: float = 1e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    mode: Literal["lora", "full"] = "lora"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    modules_to_save: tuple[str, ...] = ()
+    gradient_checkpointing: bool = False
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = 0
+    """Optimizer steps between checkpoints (0: only at epoch ends)."""
+    keep_checkpoints: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.mode not in ("lora", "full"):
+            raise ValueError(f"mode must be 'lora' or 'full', got {self.mode!r}")
+        if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
+            raise ValueError("checkpoint_every must be >= 0 and keep_checkpoints >= 1")
+
+
+@dataclass
+class Encoded:
+    """One example as tensors: ``input_ids`` (L,), ``labels`` (L,), ``pixel_values``
+    (patches, D) or None, ``image_grid_thw`` (images, 3) or None, ``mm_token_type_ids``."""
+
+    key: str
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: int
+    best_epoch: int | None
+    best_metric: float | None
+    history: list[dict[str, float]]
+    resumed_from: int | None
+    seconds: float
+    train_tokens: int
+    train_examples_seen: int
+
+
+def _chat(processor: Any, content: Sequence[dict[str, Any]]) -> str:
+    template = str(getattr(processor, "chat_template", "") or "")
+    extra = {"enable_thinking": False} if "enable_thinking" in template else {}
+    return processor.apply_chat_template(
+        [{"role": "user", "content": list(content)}],
+        tokenize=False,
+        add_generation_prompt=True,
+        **extra,
+    )
+
+
+def _check_example(ex: Example) -> None:
+    n_img = sum(1 for c in ex.content if c.get("type") == "image")
+    if n_img != len(ex.images):
+        raise ValueError(
+            f"example {ex.key!r}: {n_img} image entries in content but {len(ex.images)} images"
+        )
+
+
+def encode(processor: Any, ex: Example, *, with_target: bool = True) -> Encoded:
+    """Token ids (prompt + target + ``<|im_end|>``) and labels (-100 on the prompt).
+
+    Raises:
+        ValueError: the content's image entries and ``images`` differ in number.
+    """
+    _check_example(ex)
+    tok = processor.tokenizer
+    batch = processor(
+        text=[_chat(processor, ex.content)],
+        images=[im.convert("RGB") for im in ex.images] or None,
+        return_tensors="pt",
+    )
+    prompt = batch["input_ids"][0]
+    extras = {k: v for k, v in batch.items() if k in ("pixel_values", "image_grid_thw")}
+    mm = batch.get("mm_token_type_ids")
+    if with_target:
+        target = tok(ex.target, add_special_tokens=False)["input_ids"]
+        target.append(tok.convert_tokens_to_ids(END_TOKEN))
+        tail = torch.tensor(target, dtype=prompt.dtype)
+        ids = torch.cat([prompt, tail])
+        labels = torch.cat([torch.full_like(prompt, -100), tail])
+        if mm is not None:
+            extras["mm_token_type_ids"] = torch.cat([mm[0], torch.zeros_like(tail)])
+    else:
+        ids, labels = prompt, torch.full_like(prompt, -100)
+        if mm is not None:
+            extras["mm_token_type_ids"] = mm[0]
+    return Encoded(ex.key, ids, labels, extras)
+
+
+def collate(items: Sequence[Encoded], pad_id: int, *, side: str = "right") -> dict[str, Any]:
+    """Pad a batch (``side`` right for training, left for generation) and stack images."""
+    width = max(len(e.input_ids) for e in items)
+    n = len(items)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), -100, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    mm = torch.zeros((n, width), dtype=torch.long)
+    has_mm = any("mm_token_type_ids" in e.extras for e in items)
+    for i, e in enumerate(items):
+        k = len(e.input_ids)
+        sl = slice(0, k) if side == "right" else slice(width - k, width)
+        input_ids[i, sl] = e.input_ids
+        labels[i, sl] = e.labels
+        mask[i, sl] = 1
+        if has_mm and "mm_token_type_ids" in e.extras:
+            mm[i, sl] = e.extras["mm_token_type_ids"]
+    out: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    if has_mm:
+        out["mm_token_type_ids"] = mm
+    pix = [e.extras["pixel_values"] for e in items if "pixel_values" in e.extras]
+    if pix:
+        out["pixel_values"] = torch.cat(pix)
+        out["image_grid_thw"] = torch.cat(
+            [e.extras["image_grid_thw"] for e in items if "image_grid_thw" in e.extras]
+        )
+    return out
+
+
+def _to(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    out = {}
+    for k, v in batch.items():
+        if k == "pixel_values":
+            out[k] = v.to(device=device, dtype=dtype)
+        else:
+            out[k] = v.to(device)
+    return out
+
+
+def prepare_model(model: Any, cfg: FinetuneConfig) -> Any:
+    """Wrap ``model`` for training: peft LoRA (``mode="lora"``) or all weights trainable."""
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if cfg.mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn from the global RNG
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        # Language model only (the paper): match the text decoder's projections, not the
+        # vision tower's (Qwen3-VL's vision blocks name theirs qkv/proj, but be explicit).
+        target_modules=r".*language_model.*\.(" + "|".join(cfg.target_modules) + r")$"
+        if _has_language_model(model)
+        else list(cfg.target_modules),
+        modules_to_save=list(cfg.modules_to_save) or None,
+        bias="none",
+    )
+    peft_model = get_peft_model(model, lora)
+    if cfg.gradient_checkpointing:
+        peft_model.enable_input_require_grads()
+    return peft_model
+
+
+def _has_language_model(model: Any) -> bool:
+    return any(".language_model." in f".{n}." for n, _ in model.named_modules())
+
+
+def _trainable(model: Any) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _order(n: int, seed: int, epoch: int) -> list[int]:
+    """The example order of ``epoch``: a pure function of (seed, epoch), so a resumed run
+    sees exactly the batches an uninterrupted one would."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def _save_checkpoint(
+    root: Path, step: int, model: Any, opt: Any, sched: Any, state: dict, keep: int
+) -> Path:
+    final = root / f"step-{step:07d}"
+    if final.exists():
+        return final
+    tmp = root / f".step-{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({n: p.detach().cpu() for n, p in _trainable(model).items()}, tmp / "weights.pt")
+    torch.save(
+        {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        tmp / "optim.pt",
+    )
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+    os.replace(tmp, final)
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint under ``out_dir/checkpoints``, or None."""
+    ckpts = sorted((Path(out_dir) / "checkpoints").glob("step-*"))
+    return ckpts[-1] if ckpts else None
+
+
+def train(
+    model: Any,
+    processor: Any,
+    examples: Sequence[Example],
+    cfg: FinetuneConfig,
+    *,
+    out_dir: str | Path,
+    log: MetricLogger | None = None,
+    evaluate: Callable[[Any], dict[str, float]] | None = None,
+    select: str | None = None,
+    resume: bool = True,
+) -> tuple[Any, TrainResult]:
+    """Fine-tune ``model`` (prepared with :func:`prepare_model`) on ``examples``.
+
+    Args:
+        model: the prepared model (peft-wrapped or fully trainable), on its device.
+        processor: its processor (tokenizer, image processor, chat template).
+        examples: the training examples (targets non-empty).
+        cfg: settings; ``cfg.seed`` fixes the data order and the RNG.
+        out_dir: checkpoints go to ``out_dir/checkpoints``, the best weights to
+            ``out_dir/best.pt``.
+        log: receives ``train.loss``, ``train.lr``, ``train.tokens_per_s``, ... per step and
+            the ``evaluate`` metrics per epoch.
+        evaluate: called with the model at each epoch end; returns dev metrics.
+        select: the metric of ``evaluate`` to maximise for best-epoch selection (the best
+            epoch's weights are loaded back at the end); None: keep the last epoch.
+        resume: continue from the newest checkpoint in ``out_dir`` when there is one.
+
+    Returns:
+        (the model with the selected weights, :class:`TrainResult`).
+
+    Raises:
+        TrainingDiverged: a non-finite loss.
+        ValueError: no examples, an empty target, or images that do not match the content.
+    """
+    t0 = time.perf_counter()
+    if not examples:
+        raise ValueError("no training examples")
+    empty = [e.key for e in examples if not e.target]
+    if empty:
+        raise ValueError(f"{len(empty)} examples have an empty target, e.g. {empty[:3]}")
+    out_dir = Path(out_dir)
+    ckpt_root = out_dir / "checkpoints"
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    pad_id = processor.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = _end_token_ids(model, processor.tokenizer)[0]
+    encoded = [encode(processor, e) for e in examples]
+    per_step = cfg.batch_size * cfg.grad_accum
+    steps_per_epoch = math.ceil(len(encoded) / per_step)
+    total = steps_per_epoch * cfg.epochs
+    params = list(_trainable(model).values())
+    if not params:
+        raise ValueError("the model has no trainable parameters (did you call prepare_model?)")
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        return max(0.0, (total - step) / max(1, total - cfg.warmup_steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    state: dict[str, Any] = {
+        "engine": ENGINE_VERSION,
+        "step": 0,
+        "history": [],
+        "best_metric": None,
+        "best_epoch": None,
+        "config": asdict(cfg),
+        "examples_seen": 0,
+        "tokens": 0,
+    }
+    resumed_from = None
+    torch.manual_seed(cfg.seed)
+    ckpt = latest_checkpoint(out_dir) if resume else None
+    if ckpt is not None:
+        saved = json.loads((ckpt / "state.json").read_text())
+        if saved["config"] != json.loads(json.dumps(asdict(cfg))):
+            raise ValueError(
+                f"{ckpt}: was written with other settings; remove {ckpt_root} or use the same"
+            )
+        weights = torch.load(ckpt / "weights.pt")
+        named = _trainable(model)
+        with torch.no_grad():
+            for n, w in weights.items():
+                named[n].copy_(w)
+        optim = torch.load(ckpt / "optim.pt", weights_only=False)
+        opt.load_state_dict(optim["optimizer"])
+        sched.load_state_dict(optim["scheduler"])
+        torch.set_rng_state(optim["rng"])
+        if optim["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(optim["cuda_rng"])
+        state = saved
+        resumed_from = state["step"]
+    model.train()
+    step = state["step"]
+    while step < total:
+        epoch, within = divmod(step, steps_per_epoch)
+        order = _order(len(encoded), cfg.seed, epoch)
+        for s in range(within, steps_per_epoch):
+            ts = time.perf_counter()
+            chunk = order[s * per_step : (s + 1) * per_step]
+            n_target = sum(int((encoded[i].labels != -100).sum()) for i in chunk)
+            opt.zero_grad(set_to_none=True)
+            loss_sum = 0.0
+            for a in range(0, len(chunk), cfg.batch_size):
+                idx = chunk[a : a + cfg.batch_size]
+                batch = _to(collate([encoded[i] for i in idx], pad_id), device, dtype)
+                labels = batch.pop("labels")
+                logits = model(**batch).logits
+                # token-weighted over the whole optimizer step: accumulation == one big batch
+                lp = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                    labels[:, 1:].reshape(-1),
+                    ignore_index=-100,
+                    reduction="sum",
+                )
+                loss = lp / n_target
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss is {float(loss)} at step {step + 1} (epoch {epoch + 1}) on "
+                        f"examples {[encoded[i].key for i in idx][:5]}: lower the learning "
+                        "rate or check these inputs"
+                    )
+                loss.backward()
+                loss_sum += float(loss.detach())
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            step += 1
+            state["step"] = step
+            state["examples_seen"] += len(chunk)
+            state["tokens"] += n_target
+            dt = time.perf_counter() - ts
+            if log is not None:
+                log(
+                    {
+                        "train.loss": loss_sum,
+                        "train.lr": sched.get_last_lr()[0],
+                        "train.grad_norm": float(grad_norm),
+                        "train.samples_per_s": len(chunk) / dt,
+                        "train.tokens_per_s": n_target / dt,
+                        "train.epoch": epoch + (s + 1) / steps_per_epoch,
+                    },
+                    step,
+                )
+            end_of_epoch = s + 1 == steps_per_epoch
+            if end_of_epoch:
+                row: dict[str, float] = {"epoch": epoch + 1, "step": step, "loss": loss_sum}
+                if evaluate is not None:
+                    model.eval()
+                    metrics = evaluate(model)
+                    model.train()
+                    row.update(metrics)
+                    if log is not None:
+                        log({f"dev.{k}": float(v) for k, v in metrics.items()}, step)
+                    if select is not None:
+                        value = float(metrics[select])
+                        if state["best_metric"] is None or value > state["best_metric"]:
+                            state["best_metric"], state["best_epoch"] = value, epoch + 1
+                            out_dir.mkdir(parents=True, exist_ok=True)
+                            torch.save(
+                                {n: p.detach().cpu() for n, p in _trainable(model).items()},
+                                out_dir / "best.pt.tmp",
+                            )
+                            os.replace(out_dir / "best.pt.tmp", out_dir / "best.pt")
+                state["history"].append(row)
+            if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                _save_checkpoint(ckpt_root, step, model, opt, sched, state, cfg.keep_checkpoints)
+    if select is not None and (out_dir / "best.pt").is_file():
+        named = _trainable(model)
+        with torch.no_grad():
+            for n, w in torch.load(out_dir / "best.pt").items():
+                named[n].copy_(w)
+    model.eval()
+    return model, TrainResult(
+        steps=step,
+        epochs=cfg.epochs,
+        best_epoch=state["best_epoch"],
+        best_metric=state["best_metric"],
+        history=state["history"],
+        resumed_from=resumed_from,
+        seconds=time.perf_counter() - t0,
+        train_tokens=state["tokens"],
+        train_examples_seen=state["examples_seen"],
+    )
+
+
+def generate(
+    model: Any,
+    processor: Any,
+    examples: Sequence[Example],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+) -> list[str]:
+    """Greedy answers to ``examples`` (their targets ignored), batched with left padding."""
+    tok = processor.tokenizer
+    ends = _end_token_ids(model, tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else ends[0]
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    was_training = model.training
+    model.eval()
+    out: list[str] = []
+    for a in range(0, len(examples), batch_size):
+        enc = [encode(processor, e, with_target=False) for e in examples[a : a + batch_size]]
+        batch = _to(collate(enc, pad, side="left"), device, dtype)
+        batch.pop("labels")
+        with torch.inference_mode():
+            gen = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=ends,
+                pad_token_id=pad,
+            )
+        for row in gen[:, batch["input_ids"].shape[1] :].tolist():
+            cut = next((k for k, t in enumerate(row) if t in ends), len(row))
+            out.append(tok.decode(row[:cut], skip_special_tokens=True).strip())
+    if was_training:
+        model.train()
+    return out

@@ -1,0 +1,171 @@
+"""The LoRA training engine on the tiny Qwen3-VL: it learns (one batch overfit to near zero),
+accumulation equals one big batch, a killed run resumes to the same weights, and a NaN loss
+stops the run with a clear error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from iea.models.finetune import (
+    Example,
+    FinetuneConfig,
+    TrainingDiverged,
+    generate,
+    latest_checkpoint,
+    prepare_model,
+    train,
+)
+from iea.models.refs import load_vlm
+
+pytestmark = pytest.mark.model
+COLOURS = ("red", "blue", "green", "yellow", "white", "black")
+
+
+def _examples(n: int = 4) -> list[Example]:
+    out = []
+    for i in range(n):
+        c = COLOURS[i % len(COLOURS)]
+        crop = Image.new("RGB", (40, 72), COLOURS[(i + 1) % len(COLOURS)])
+        content = (
+            {"type": "image"},
+            {"type": "text", "text": f"Item {i}: the colour, then the region"},
+            {"type": "image"},
+            {"type": "text", "text": "answer"},
+        )
+        out.append(Example(f"e{i}", content, (Image.new("RGB", (64, 48), c), crop), f"{c} <POS>"))
+    return out
+
+
+def _model(model_cache, cfg: FinetuneConfig):
+    model, processor = load_vlm("tiny-qwen3-vl", device="cpu", cache=model_cache)
+    torch.manual_seed(cfg.seed)  # LoRA's A matrices are drawn from the global RNG
+    return prepare_model(model, cfg), processor
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_overfit_one_batch_then_generate_the_targets(tmp_path, model_cache):
+    cfg = FinetuneConfig(epochs=60, learning_rate=1e-2, batch_size=4, lora_dropout=0.0)
+    model, processor = _model(model_cache, cfg)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    assert 0 < n_trainable < 0.1 * n_all  # LoRA adapters only
+    losses: list[float] = []
+    exs = _examples()
+    model, result = train(
+        model,
+        processor,
+        exs,
+        cfg,
+        out_dir=tmp_path,
+        log=lambda m, step: losses.append(m["train.loss"]),
+    )
+    assert result.steps == 60 and len(losses) == 60
+    assert losses[0] > 3.0 and losses[-1] < 0.05
+    assert generate(model, processor, exs, max_new_tokens=8) == [e.target for e in exs]
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, model_cache):
+    exs = _examples(4)
+    exs[0] = Example(exs[0].key, exs[0].content, exs[0].images, "a much longer target <NEU>")
+    big = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=4, lora_dropout=0.0)
+    acc = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=1, grad_accum=4, lora_dropout=0.0)
+    runs = []
+    for cfg, name in ((big, "big"), (acc, "acc")):
+        model, proc = _model(model_cache, cfg)
+        losses: list[float] = []
+        train(
+            model,
+            proc,
+            exs,
+            cfg,
+            out_dir=tmp_path / name,
+            log=lambda m, s, losses=losses: losses.append(m["train.loss"]),
+        )
+        runs.append((losses, _weights(model)))
+    (l1, w1), (l2, w2) = runs
+    # the loss is token-weighted over the whole optimizer step, so micro-batches of unequal
+    # target lengths add up to the big batch's loss, and step 2 sees the same weights
+    assert len(l1) == len(l2) == 2 and l1 == pytest.approx(l2, rel=1e-5)
+    for k in w1:  # Adam's first steps are ~lr * sign(grad): near-zero grads may flip
+        torch.testing.assert_close(w1[k], w2[k], rtol=0, atol=2e-4)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, model_cache):
+    cfg = FinetuneConfig(
+        epochs=3, learning_rate=5e-3, batch_size=2, lora_dropout=0.1, checkpoint_every=1
+    )
+    exs = _examples(6)  # 3 steps per epoch, 9 in all; dropout on: the RNG must resume too
+    ref_model, proc = _model(model_cache, cfg)
+    ref_losses: list[float] = []
+    train(
+        ref_model,
+        proc,
+        exs,
+        cfg,
+        out_dir=tmp_path / "ref",
+        log=lambda m, s: ref_losses.append(m["train.loss"]),
+    )
+
+    def crash_at_5(metrics, step):
+        if step == 5:
+            raise _Killed
+
+    model, proc = _model(model_cache, cfg)
+    with pytest.raises(_Killed):
+        train(model, proc, exs, cfg, out_dir=tmp_path / "run", log=crash_at_5)
+    assert latest_checkpoint(tmp_path / "run").name == "step-0000004"
+
+    model, proc = _model(model_cache, cfg)  # a new process would start from the base again
+    losses: list[float] = []
+    model, result = train(
+        model,
+        proc,
+        exs,
+        cfg,
+        out_dir=tmp_path / "run",
+        log=lambda m, s: losses.append(m["train.loss"]),
+    )
+    assert result.resumed_from == 4 and result.steps == 9
+    assert losses == pytest.approx(ref_losses[4:], rel=1e-5)
+    ref, got = _weights(ref_model), _weights(model)
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-5, atol=1e-7)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, model_cache):
+    cfg = FinetuneConfig(epochs=1, learning_rate=1e-3, batch_size=4, lora_dropout=0.0)
+    model, proc = _model(model_cache, cfg)
+    train(model, proc, _examples(), cfg, out_dir=tmp_path)
+    other = FinetuneConfig(epochs=1, learning_rate=2e-3, batch_size=4, lora_dropout=0.0)
+    model, proc = _model(model_cache, other)
+    with pytest.raises(ValueError, match="other settings"):
+        train(model, proc, _examples(), other, out_dir=tmp_path)
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path, model_cache):
+    cfg = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=2, lora_dropout=0.0)
+    model, proc = _model(model_cache, cfg)
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 1 .* examples \['e"):
+        train(model, proc, _examples(), cfg, out_dir=tmp_path)
+
+
+def test_bad_examples_are_named(tmp_path, model_cache):
+    cfg = FinetuneConfig(epochs=1, lora_dropout=0.0)
+    model, proc = _model(model_cache, cfg)
+    ex = _examples(1)[0]
+    no_image = Example("tweet-7", ex.content, ex.images[:1], "x <POS>")
+    with pytest.raises(ValueError, match="tweet-7.*2 image entries.*1 images"):
+        train(model, proc, [no_image], cfg, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="empty target"):
+        train(model, proc, [Example("t", ex.content, ex.images, "")], cfg, out_dir=tmp_path)
