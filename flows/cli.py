@@ -31,6 +31,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(flow_app, name="flow")
 app.add_typer(config_app, name="config")
 app.add_typer(fgca_app, name="fgca")
+train_app = typer.Typer(help="Train the aligner or the JMASA model (LoRA), evaluate, register.")
+app.add_typer(train_app, name="train")
 
 FORMAT_HELP = "tombert (TSV), tombert_txt (4-line TXT), vlp (VLP-MABSA JSON) or conll (CMMT)"
 
@@ -333,6 +335,111 @@ def fgca_validate(
     if not report.success:
         n_rows = sum(len(f["ids"]) for f in report.failures)
         _fail(f"{file}: {n_rows} failing rows\n{report.summary()}")
+
+
+def _prepare(config: Path, overrides: list[str] | None):
+    from iea.config import ConfigError, load_settings
+    from iea.models.refs import prepare_tiny
+
+    try:
+        settings = load_settings(config, overrides or [])
+    except ConfigError as e:
+        _fail(e)
+    rt = settings.runtime
+    refs = [settings.fgca.llm, settings.interpreter.model, settings.aligner.model]
+    prepare_tiny(
+        [*refs, settings.jmasa.model], seed=rt.seed, cache=rt.model_cache, progress=_progress
+    )
+    return settings
+
+
+@train_app.command("aligner")
+def train_aligner(
+    config: Path = typer.Option(..., "--config"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Build (or reuse) FGCA and LoRA-train the aligner; registers ``iea-aligner``."""
+    _prepare(config, overrides)
+    from flows.train import aligner_training
+
+    try:
+        result = aligner_training(str(config), list(overrides or []))
+    except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
+        _fail(f"{type(e).__name__}: {e}")
+    _emit(result)
+
+
+@train_app.command("jmasa")
+def train_jmasa(
+    config: Path = typer.Option(..., "--config"),
+    ablation: str = typer.Option(
+        "full",
+        "--ablation",
+        help="full, no_segmentation, no_interpretation, no_nmi or no_aligner_nmi (Table 3)",
+    ),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Preprocess, interpret, align, build the NMI, LoRA-tune the JMASA model, evaluate on
+    test at the best dev epoch; registers ``iea-jmasa``."""
+    from iea.nmi import ABLATIONS
+
+    if ablation not in ABLATIONS:
+        _fail(f"unknown ablation {ablation!r}: one of {', '.join(ABLATIONS)}")
+    _prepare(config, overrides)
+    from flows.train import jmasa_finetune
+
+    try:
+        result = jmasa_finetune(str(config), list(overrides or []), ablation=ablation)
+    except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
+        _fail(f"{type(e).__name__}: {e}")
+    _emit(result)
+
+
+@app.command("predict")
+def predict_cmd(
+    image: Path = typer.Option(..., "--image", exists=True, dir_okay=False),
+    text: str = typer.Option(..., "--text"),
+    model: str = typer.Option(
+        "models:/iea-jmasa/latest",
+        "--model",
+        help="registry URI (models:/iea-jmasa/1, models:/iea-jmasa@prod) or trained model folder",
+    ),
+    aligner: Path | None = typer.Option(
+        None, "--aligner", help="the aligner folder, with a model folder that needs one"
+    ),
+    tracking_uri: str = typer.Option("sqlite:///mlruns/mlflow.db", "--tracking-uri"),
+    out: Path | None = typer.Option(
+        None, "--out", help="folder for prediction.json and overlay.png"
+    ),
+) -> None:
+    """Aspect-polarity pairs of one tweet as JSON, each with the region that backs it."""
+    from flows import set_offline_defaults
+
+    set_offline_defaults()
+    try:
+        if model.startswith(("models:/", "runs:/")):
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking_uri)
+            predictor = mlflow.pyfunc.load_model(model).unwrap_python_model().predictor
+        else:
+            from iea.config import Settings
+            from iea.predict import JmasaPredictor
+
+            folder = Path(model)
+            settings = Settings.model_validate(json.loads((folder / "config.json").read_text()))
+            predictor = JmasaPredictor(settings, folder, aligner)
+        result = predictor.predict(image, text)
+    except Exception as e:
+        _fail(f"{type(e).__name__}: {e}")
+    if out is not None:
+        from iea.predict import draw_pairs
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "prediction.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        draw_pairs(image, result).save(out / "overlay.png")
+        result["overlay"] = str(out / "overlay.png")
+    _emit(result)
 
 
 def main() -> None:

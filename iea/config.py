@@ -102,6 +102,10 @@ class LoraSettings(_Section):
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Projections of the language model that get adapters (the vision tower gets none)."""
+    modules_to_save: tuple[str, ...] = ()
+    """Whole modules trained next to the adapters (e.g. ``embed_tokens``): a random tiny base
+    cannot learn through LoRA alone; the paper trains adapters only."""
 
 
 class TrainSettings(_Section):
@@ -111,12 +115,23 @@ class TrainSettings(_Section):
     grad_accum: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
     finetune: Literal["lora", "full"] = "lora"
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    checkpoint_every: int = Field(0, ge=0)
+    """Optimizer steps between checkpoints (0: at epoch ends only)."""
+    eval_batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
+    """Longest generated answer when evaluating and predicting (tokens)."""
+    max_train_examples: int | None = Field(None, ge=1)
+    """Cap on training examples (None: all), for quick runs."""
 
 
 class ModelStageSettings(_Section):
     model: str
     lora: LoraSettings = LoraSettings()
     train: TrainSettings = TrainSettings()
+    register_as: str | None = None
+    """MLflow registered-model name (None: ``iea-aligner`` / ``iea-jmasa``)."""
 
 
 class InterpreterSettings(_Section):

@@ -527,3 +527,56 @@ def generate(
     if was_training:
         model.train()
     return out
+
+
+def save_trained(
+    model: Any, processor: Any, path: str | Path, *, base_ref: str, seed: int = 0
+) -> Path:
+    """Save what training changed: the peft adapter (with any ``modules_to_save``) or, for a
+    fully fine-tuned model, the whole model; plus the processor and ``iea_model.json``
+    (``{"base": base_ref, "seed": ..., "kind": "adapter" | "full", "engine": ...}``; the seed
+    names the ``tiny-…`` base the adapter was trained on)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    kind = "adapter" if hasattr(model, "peft_config") else "full"
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    (path / "iea_model.json").write_text(
+        json.dumps(
+            {"base": base_ref, "seed": seed, "kind": kind, "engine": ENGINE_VERSION}, indent=2
+        )
+    )
+    return path
+
+
+def load_trained(
+    path: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    cache: str | Path | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[Any, Any]:
+    """Load a :func:`save_trained` folder: the base reference (hub id, local folder or
+    ``tiny-…``) with the adapter on top, or the fully fine-tuned model; ``(model, processor)``.
+
+    Raises:
+        ValueError: ``path`` holds no ``iea_model.json``.
+    """
+    from iea.models.refs import load_vlm
+
+    path = Path(path)
+    meta_file = path / "iea_model.json"
+    if not meta_file.is_file():
+        raise ValueError(f"{path}: not a trained iea model (no iea_model.json)")
+    meta = json.loads(meta_file.read_text())
+    common = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code}
+    if meta["kind"] == "full":
+        model, processor = load_vlm(str(path.resolve()), **common)
+        return model, processor
+    from peft import PeftModel
+
+    base, processor = load_vlm(meta["base"], cache=cache, seed=int(meta.get("seed", 0)), **common)
+    model = PeftModel.from_pretrained(base, str(path))
+    model.eval()
+    return model, processor

@@ -1,0 +1,38 @@
+"""The MLflow pyfunc that a registered ``iea-jmasa`` / ``iea-aligner`` version loads as.
+
+Artifacts: ``model`` (a trained model folder with ``config.json``, the resolved settings it was
+trained with) and, for JMASA, ``aligner``. ``predict`` takes a DataFrame with columns ``image``
+(a path) and ``text`` and returns one result dict per row (:meth:`JmasaPredictor.predict`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow.pyfunc
+
+
+class IeaModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from iea.config import Settings
+        from iea.predict import JmasaPredictor, read_stage
+
+        model_dir = Path(context.artifacts["model"])
+        self.settings = Settings.model_validate(json.loads((model_dir / "config.json").read_text()))
+        self.stage = read_stage(model_dir)["stage"]
+        self.predictor = None
+        if self.stage == "jmasa":
+            self.predictor = JmasaPredictor(
+                self.settings, model_dir, context.artifacts.get("aligner")
+            )
+        self.model_dir = model_dir
+
+    def predict(self, context, model_input, params=None):
+        if self.predictor is None:
+            raise RuntimeError(
+                f"a registered {self.stage} model predicts inside the JMASA pipeline: "
+                "load an iea-jmasa version for image + text -> pairs"
+            )
+        rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else model_input
+        return [self.predictor.predict(r["image"], r["text"]) for r in rows]

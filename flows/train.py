@@ -1,0 +1,516 @@
+"""Prefect flows ``aligner_training`` and ``jmasa_finetune``: data -> LoRA training -> evaluation
+-> MLflow (params, per-step and per-epoch metrics, datasets, model) -> registry.
+
+Both are thin: the data comes from the FGCA and preprocessing flows (content-versioned, reused
+when unchanged), the training is :func:`iea.models.finetune.train`, the scoring
+:mod:`iea.align.training` / :mod:`iea.jmasa`. A trained model is cached under a key of its data
+version and every setting that affects it (``work/models/<stage>/<key>``), and its checkpoints
+live there too: a rerun reuses it, a killed run resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from flows import tracking
+from flows.interpret import work_pool_for
+from iea.config import ModelStageSettings, Settings, load_settings
+from iea.models.finetune import ENGINE_VERSION, FinetuneConfig, load_trained, save_trained
+from iea.predict import NEEDS_REGIONS, write_stage
+
+REGISTERED = {"aligner": "iea-aligner", "jmasa": "iea-jmasa"}
+
+
+def finetune_config(stage: ModelStageSettings, seed: int) -> FinetuneConfig:
+    """The engine settings of a stage (``aligner`` / ``jmasa``) from the typed config."""
+    t, lo = stage.train, stage.lora
+    return FinetuneConfig(
+        epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        batch_size=t.batch_size,
+        grad_accum=t.grad_accum,
+        mode=t.finetune,
+        lora_r=lo.r,
+        lora_alpha=lo.alpha,
+        lora_dropout=lo.dropout,
+        target_modules=tuple(lo.target_modules),
+        modules_to_save=tuple(lo.modules_to_save),
+        gradient_checkpointing=t.gradient_checkpointing,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        checkpoint_every=t.checkpoint_every,
+        seed=seed,
+    )
+
+
+def model_key(stage: str, settings: Settings, data_version: str, extra: dict | None = None) -> str:
+    """Content key of a trained model: data version + stage settings + seed + engine."""
+    s = getattr(settings, stage)
+    blob = json.dumps(
+        {
+            "stage": stage,
+            "data": data_version,
+            "model": s.model,
+            "lora": s.lora.model_dump(mode="json"),
+            "train": s.train.model_dump(mode="json"),
+            "seed": settings.runtime.seed,
+            "engine": ENGINE_VERSION,
+            **(extra or {}),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class MlflowStepLogger:
+    """The engine's ``log(metrics, step)`` callback, writing to the active MLflow run."""
+
+    def __init__(self, every: int = 1):
+        self.every = max(1, every)
+
+    def __call__(self, metrics: dict[str, float], step: int) -> None:
+        if step % self.every == 0 or any(k.startswith("dev.") for k in metrics):
+            mlflow.log_metrics({k.replace(".", "/", 1): v for k, v in metrics.items()}, step=step)
+
+
+def _load_model(settings: Settings, stage: str):
+    from iea.models.refs import load_vlm
+
+    rt = settings.runtime
+    model, processor = load_vlm(
+        getattr(settings, stage).model,
+        device=rt.device,
+        dtype=rt.dtype,
+        trust_remote_code=rt.trust_remote_code,
+        cache=rt.model_cache,
+        seed=rt.seed,
+    )
+    return model, processor
+
+
+def _register(
+    stage: str,
+    settings: Settings,
+    model_dir: Path,
+    tags: dict[str, str],
+    run,
+    aligner_dir: str | None = None,
+) -> Any:
+    """Log ``model_dir`` (and the aligner it was trained with) as a pyfunc model of the run
+    and register a new version with ``tags``."""
+    from flows.pyfunc import IeaModel
+
+    name = getattr(settings, stage).register_as or REGISTERED[stage]
+    info = mlflow.pyfunc.log_model(
+        name=stage,
+        python_model=IeaModel(),
+        artifacts={"model": str(model_dir), **({"aligner": aligner_dir} if aligner_dir else {})},
+        registered_model_name=name,
+        code_paths=None,
+    )
+    client = mlflow.MlflowClient()
+    version = info.registered_model_version
+    for k, v in tags.items():
+        client.set_model_version_tag(name, str(version), k, str(v))
+    return {"name": name, "version": int(version), "uri": f"models:/{name}/{version}"}
+
+
+# ----------------------------------------------------------------------------- aligner
+
+
+@task(cache_policy=NONE)
+def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
+    from iea.align.records import FgcaRecord
+    from iea.align.training import PascalImages, evaluate_aligner, fgca_examples
+    from iea.models.finetune import prepare_model, train
+
+    logger = get_run_logger()
+    out = Path(fgca["out"])
+    records = {
+        s: [
+            FgcaRecord.from_json(json.loads(x))
+            for x in (out / f"{s}.jsonl").read_text().splitlines()
+        ]
+        for s in ("train", "val", "test")
+    }
+    images = PascalImages(root)
+    stage = settings.aligner
+    cfg = finetune_config(stage, settings.runtime.seed)
+    key = model_key("aligner", settings, fgca["version"])
+    work = Path(settings.fgca.work_dir).parent / "models" / "aligner" / key
+    final = work / "model"
+    dev = records["val"] or records["test"]
+    if (final / "iea_model.json").is_file():
+        logger.info("aligner %s already trained: reusing %s", key, final)
+        model, processor = load_trained(
+            final, device=settings.runtime.device, cache=settings.runtime.model_cache
+        )
+        result = {**json.loads((work / "result.json").read_text()), "reused": True}
+    else:
+        examples = fgca_examples(
+            records["train"], images, negatives=0.3, seed=settings.runtime.seed
+        )
+        if stage.train.max_train_examples:
+            examples = examples[: stage.train.max_train_examples]
+        logger.info(
+            "aligner: %d training examples (%d FGCA rows)", len(examples), len(records["train"])
+        )
+        model, processor = _load_model(settings, "aligner")
+        model = prepare_model(model, cfg)
+        t = stage.train
+
+        def evaluate(m):
+            r = evaluate_aligner(m, processor, dev, images, batch_size=t.eval_batch_size)
+            return {"span_acc": r["span_acc"], "valid": r["valid"]}
+
+        model, res = train(
+            model,
+            processor,
+            examples,
+            cfg,
+            out_dir=work,
+            log=MlflowStepLogger(),
+            evaluate=evaluate if dev else None,
+            select="span_acc" if dev else None,
+        )
+        save_trained(model, processor, final, base_ref=stage.model, seed=settings.runtime.seed)
+        write_stage(final, "aligner")
+        (final / "config.json").write_text(json.dumps(settings.model_dump(mode="json")))
+        result = {
+            "steps": res.steps,
+            "best_epoch": res.best_epoch,
+            "best_dev_span_acc": res.best_metric,
+            "history": res.history,
+            "train_seconds": res.seconds,
+            "train_examples": len(examples),
+            "resumed_from": res.resumed_from,
+            "train_samples_per_s": res.train_examples_seen / max(res.seconds, 1e-9),
+        }
+        (work / "result.json").write_text(json.dumps(result, indent=2))
+        result["reused"] = False
+    test = evaluate_aligner(
+        model, processor, records["test"], images, batch_size=stage.train.eval_batch_size
+    )
+    return {
+        **result,
+        "key": key,
+        "model_dir": str(final),
+        "test_span_acc": test["span_acc"],
+        "test_valid": test["valid"],
+    }
+
+
+@flow(name="aligner_training", log_prints=True)
+def aligner_training(
+    config: str | None = None, overrides: list[str] | None = None, register: bool = True
+) -> dict:
+    """Build (or reuse) FGCA, LoRA-train the aligner on it, score span accuracy, register."""
+    from flows.fgca import fgca_generation, prepare_pascal
+
+    settings = load_settings(config, overrides or [])
+    fgca_out = Path(settings.fgca.work_dir) / "latest"
+    fgca = fgca_generation(config, overrides, out=str(fgca_out))
+    root = prepare_pascal(settings)
+    with tracking.start_run(
+        settings,
+        "aligner_training",
+        tags={"stage": "aligner", "work_pool": work_pool_for(settings)},
+    ) as run:
+        mlflow.set_tags({"dataset.fgca.version": fgca["version"]})
+        mlflow.log_input(_dataset("fgca", fgca["version"], fgca["store_uri"]), context="train")
+        result = train_aligner_task(settings, fgca, root)
+        for row in result["history"]:
+            mlflow.log_metrics(
+                {f"epoch/{k}": float(v) for k, v in row.items() if isinstance(v, int | float)},
+                step=int(row["epoch"]),
+            )
+        mlflow.log_metrics(
+            {
+                "test/span_acc": result["test_span_acc"],
+                "test/valid": result["test_valid"],
+                "train/seconds": result["train_seconds"],
+            }
+        )
+        registered = None
+        if register:
+            registered = _register(
+                "aligner",
+                settings,
+                Path(result["model_dir"]),
+                {
+                    "fgca.version": fgca["version"],
+                    "test.span_acc": f"{result['test_span_acc']:.4f}",
+                    "model.key": result["key"],
+                },
+                run,
+            )
+        run_id = run.info.run_id
+    return {
+        **{k: v for k, v in result.items() if k != "history"},
+        "run_id": run_id,
+        "registered": registered,
+        "fgca_version": fgca["version"],
+    }
+
+
+def _dataset(name: str, version: str, uri: str):
+    """An MLflow dataset input that names a stored dataset version (its digest)."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        return mlflow.data.from_pandas(
+            pd.DataFrame({"version": [version]}), source=uri, name=name, digest=version
+        )
+
+
+# ----------------------------------------------------------------------------- JMASA
+
+
+@task(cache_policy=NONE)
+def tweet_inputs_task(settings: Settings, tweets: list, images_dir: Path, regions: bool) -> list:
+    """Per tweet: the whole image and, when ``regions``, its kept regions (interpreter, cached)."""
+    from iea.jmasa import tweet_inputs
+    from iea.store import open_store
+    from iea.vision.interpreter import ImageInterpreter
+
+    interpreter = ImageInterpreter(settings, open_store(settings.store)) if regions else None
+    return tweet_inputs(tweets, images_dir, interpreter)
+
+
+@task(cache_policy=NONE)
+def align_task(settings: Settings, aligner_dir: str, inputs: list) -> list:
+    from iea.jmasa import align_regions
+
+    model, processor = load_trained(
+        aligner_dir, device=settings.runtime.device, cache=settings.runtime.model_cache
+    )
+    t = settings.aligner.train
+    return align_regions(model, processor, inputs, batch_size=t.eval_batch_size)
+
+
+@task(cache_policy=NONE)
+def train_jmasa_task(
+    settings: Settings, examples: dict, tweets: dict, key: str, ablation: str
+) -> dict:
+    from iea.jmasa import predict, score_predictions
+    from iea.models.finetune import prepare_model, train
+
+    stage = settings.jmasa
+    t = stage.train
+    cfg = finetune_config(stage, settings.runtime.seed)
+    work = Path(settings.data.work_dir) / "models" / "jmasa" / key
+    final = work / "model"
+    train_examples = (
+        examples["train"][: t.max_train_examples] if t.max_train_examples else examples["train"]
+    )
+
+    def evaluate(m, split="dev"):
+        rows = predict(
+            m,
+            processor,
+            examples[split],
+            tweets[split],
+            max_new_tokens=t.max_new_tokens,
+            batch_size=t.eval_batch_size,
+        )
+        return score_predictions(rows, tweets[split]), rows
+
+    if (final / "iea_model.json").is_file():
+        get_run_logger().info("jmasa %s already trained: reusing %s", key, final)
+        model, processor = load_trained(
+            final, device=settings.runtime.device, cache=settings.runtime.model_cache
+        )
+        result = {**json.loads((work / "result.json").read_text()), "reused": True}
+    else:
+        model, processor = _load_model(settings, "jmasa")
+        before, _ = evaluate(model, "test")  # the untrained model: a floor to beat
+        model = prepare_model(model, cfg)
+        model, res = train(
+            model,
+            processor,
+            train_examples,
+            cfg,
+            out_dir=work,
+            log=MlflowStepLogger(),
+            evaluate=lambda m: evaluate(m)[0],
+            select="jmasa_f1",
+        )
+        save_trained(model, processor, final, base_ref=stage.model, seed=settings.runtime.seed)
+        write_stage(final, "jmasa", ablation=ablation)
+        (final / "config.json").write_text(json.dumps(settings.model_dump(mode="json")))
+        result = {
+            "steps": res.steps,
+            "best_epoch": res.best_epoch,
+            "best_dev_jmasa_f1": res.best_metric,
+            "history": res.history,
+            "train_seconds": res.seconds,
+            "train_examples": len(train_examples),
+            "train_tokens": res.train_tokens,
+            "resumed_from": res.resumed_from,
+            "train_samples_per_s": res.train_examples_seen / max(res.seconds, 1e-9),
+            "untrained_test_jmasa_f1": before["jmasa_f1"],
+            "ablation": ablation,
+        }
+        (work / "result.json").write_text(json.dumps(result, indent=2))
+        result["reused"] = False
+    test, rows = evaluate(model, "test")
+    (work / "test_predictions.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    )
+    return {
+        **result,
+        "key": key,
+        "model_dir": str(final),
+        "test": test,
+        "predictions": str(work / "test_predictions.jsonl"),
+    }
+
+
+@flow(name="jmasa_finetune", log_prints=True)
+def jmasa_finetune(
+    config: str | None = None,
+    overrides: list[str] | None = None,
+    ablation: str = "full",
+    register: bool = True,
+) -> dict:
+    """Preprocess (or reuse) the tweets, interpret and align their regions, build the NMI,
+    LoRA-tune the JMASA model with best-on-dev selection, score test, log and register."""
+    from flows.preprocess import prepare_source, twitter_preprocessing
+    from iea.data.records import SPLITS, Tweet
+    from iea.jmasa import jmasa_examples
+    from iea.nmi import ABLATIONS
+    from iea.store import open_store
+
+    if ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}: one of {', '.join(ABLATIONS)}")
+    settings = load_settings(config, overrides or [])
+    logger = get_run_logger()
+    data = twitter_preprocessing(config, overrides)
+    _, images_dir = prepare_source(settings)
+    if images_dir is None:
+        raise ValueError("data.images is required: JMASA needs the tweets' images")
+    store = open_store(settings.store)
+    tweets = {
+        s: [
+            Tweet.from_json(json.loads(x))
+            for x in store.get(f"{data['store_prefix']}/{s}.jsonl").decode().splitlines()
+            if x.strip()
+        ]
+        for s in SPLITS
+    }
+    regions = ablation in NEEDS_REGIONS
+    aligner = aligner_training(config, overrides) if regions else None
+    inputs = {s: tweet_inputs_task(settings, tweets[s], images_dir, regions) for s in SPLITS}
+    aligned = {
+        s: align_task(settings, aligner["model_dir"], inputs[s])
+        if regions
+        else [[] for _ in inputs[s]]
+        for s in SPLITS
+    }
+    examples = {s: jmasa_examples(inputs[s], aligned[s], ablation=ablation)[0] for s in SPLITS}
+    from iea.align.aligner import coverage
+
+    cov = {
+        s: coverage(
+            {t.id: [(a.start, a.end) for a in t.aspects] for t in tweets[s]},
+            {
+                t.id: [(r.word_start, r.word_end) for r in al]
+                for t, al in zip(tweets[s], aligned[s], strict=True)
+            },
+        )
+        for s in SPLITS
+    }
+    key = model_key(
+        "jmasa",
+        settings,
+        data["version"],
+        {
+            "ablation": ablation,
+            "aligner": aligner["key"] if aligner else None,
+            "segment": settings.segment.model_dump(mode="json"),
+            "filters": settings.filters.model_dump(mode="json"),
+            "interpreter": settings.interpreter.model_dump(mode="json"),
+        },
+    )
+    with tracking.start_run(
+        settings,
+        f"jmasa_finetune[{ablation}]",
+        tags={"stage": "jmasa", "ablation": ablation, "work_pool": work_pool_for(settings)},
+    ) as run:
+        mlflow.log_input(
+            _dataset(f"twitter/{settings.data.name}", data["version"], data["store_uri"]),
+            context="train",
+        )
+        if aligner:
+            mlflow.set_tags(
+                {"aligner.key": aligner["key"], "dataset.fgca.version": aligner["fgca_version"]}
+            )
+        mlflow.log_metrics({f"coverage/{s}": v for s, v in cov.items()})
+        result = train_jmasa_task(settings, examples, tweets, key, ablation)
+        for row in result["history"]:
+            mlflow.log_metrics(
+                {f"epoch/{k}": float(v) for k, v in row.items() if isinstance(v, int | float)},
+                step=int(row["epoch"]),
+            )
+        mlflow.log_metrics({f"test/{k}": v for k, v in result["test"].items()})
+        mlflow.log_metrics(
+            {
+                "untrained/test_jmasa_f1": result["untrained_test_jmasa_f1"],
+                "train/seconds": result["train_seconds"],
+                "train/samples_per_s": result["train_samples_per_s"],
+            }
+        )
+        mlflow.log_artifact(result["predictions"], "predictions")
+        registered = None
+        if register:
+            model_dir = Path(result["model_dir"])
+            registered = _register(
+                "jmasa",
+                settings,
+                model_dir,
+                {
+                    "ablation": ablation,
+                    "dataset.version": data["version"],
+                    "test.jmasa_f1": f"{result['test']['jmasa_f1']:.4f}",
+                    "model.key": key,
+                    **(
+                        {"aligner.key": aligner["key"], "fgca.version": aligner["fgca_version"]}
+                        if aligner
+                        else {}
+                    ),
+                },
+                run,
+                aligner_dir=aligner["model_dir"] if aligner else None,
+            )
+        run_id = run.info.run_id
+    logger.info(
+        "JMASA test F1 %.3f (untrained %.3f)",
+        result["test"]["jmasa_f1"],
+        result["untrained_test_jmasa_f1"],
+    )
+    return {
+        "ablation": ablation,
+        "run_id": run_id,
+        "registered": registered,
+        "key": key,
+        "test": result["test"],
+        "untrained_test_jmasa_f1": result["untrained_test_jmasa_f1"],
+        "best_epoch": result["best_epoch"],
+        "coverage": cov,
+        "model_dir": result["model_dir"],
+        "dataset_version": data["version"],
+        "aligner": aligner and {k: aligner[k] for k in ("key", "test_span_acc", "model_dir")},
+        "predictions": result["predictions"],
+        "reused": result["reused"],
+        "train_seconds": result["train_seconds"],
+    }

@@ -1,0 +1,209 @@
+"""Stages 3b-5 on tweets: align kept regions to phrases, build the NMI examples, predict, score.
+
+Per tweet the upstream stages give the whole image, its kept regions (crops, bboxes) and each
+region's description ``E`` (:mod:`iea.vision.interpreter`). The aligner maps each region to a
+phrase span of the tweet or to "no phrase" (:mod:`iea.align.aligner`); regions with a phrase
+become :class:`iea.nmi.AlignedRegion` and go into the Nearest-to-Match Instruction
+(:mod:`iea.nmi`), which the JMASA VLM learns to answer with the aspect-polarity pairs
+(:func:`iea.metrics.format_pairs`). Predictions are parsed back onto the tweet's tokens and
+scored with :func:`iea.metrics.score`.
+
+Everything here is model-agnostic: a model is ``(model, processor)`` as loaded by
+:func:`iea.models.refs.load_vlm`, run through :mod:`iea.models.finetune`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from iea.align.aligner import AlignedSpan, decode_answer, example_for_region
+from iea.data.records import Tweet
+from iea.metrics import parse_prediction, score
+from iea.models.finetune import Example, generate
+from iea.nmi import AlignedRegion, ImagePart, Instruction, build_instruction
+
+
+@dataclass(frozen=True)
+class RegionView:
+    """One kept region of a tweet's image: id, bbox ``[x, y, w, h]`` (pixels), crop, ``E``."""
+
+    region_id: int
+    bbox: tuple[int, int, int, int]
+    crop: Image.Image = field(repr=False)
+    description: str
+
+
+@dataclass(frozen=True)
+class TweetInput:
+    """A tweet with its image and kept regions (what the interpreter gives)."""
+
+    tweet: Tweet
+    image: Image.Image = field(repr=False)
+    regions: tuple[RegionView, ...] = ()
+
+
+def tweet_inputs(
+    tweets: Sequence[Tweet], images_dir: str | Path, interpreter: Any | None
+) -> list[TweetInput]:
+    """Load each tweet's image and, with an ``interpreter`` (:class:`ImageInterpreter`), its
+    kept regions: masked crops, bboxes and descriptions ``E`` (cached by the interpreter).
+
+    Images are loaded once per image id (tweets may share one).
+
+    Raises:
+        iea.data.images.ImageDecodeError: an image is missing or cannot be decoded (named).
+    """
+    from iea.data.images import load_rgb
+    from iea.vision.interpret import region_crop
+
+    images_dir = Path(images_dir)
+    by_image: dict[str, tuple[Image.Image, tuple[RegionView, ...]]] = {}
+    out = []
+    for tweet in tweets:
+        if tweet.image_id not in by_image:
+            path = images_dir / tweet.image_id
+            if interpreter is None:
+                by_image[tweet.image_id] = (Image.fromarray(load_rgb(path)), ())
+            else:
+                res = interpreter.run(path)
+                views = tuple(
+                    RegionView(
+                        r.id,
+                        tuple(r.bbox),
+                        Image.fromarray(region_crop(res.rgb, res.label_map, r)),
+                        res.interpretations[r.id].text,
+                    )
+                    for r in res.kept
+                )
+                by_image[tweet.image_id] = (Image.fromarray(res.rgb), views)
+        image, views = by_image[tweet.image_id]
+        out.append(TweetInput(tweet, image, views))
+    return out
+
+
+def to_example(parts: Sequence[Any], key: str, target: str, images: dict) -> Example:
+    """An engine :class:`Example` from builder parts: ``images`` maps ``None`` (the whole
+    image) and each region id to its PIL image."""
+    content, ims = [], []
+    for part in parts:
+        if isinstance(part, ImagePart):
+            content.append({"type": "image"})
+            ims.append(images[part.region_id if part.kind == "region" else None])
+        else:
+            content.append({"type": "text", "text": part.text})
+    return Example(key, tuple(content), tuple(ims), target)
+
+
+def align_regions(
+    model: Any,
+    processor: Any,
+    items: Sequence[TweetInput],
+    *,
+    max_new_tokens: int = 24,
+    batch_size: int = 8,
+) -> list[list[AlignedRegion]]:
+    """Ask the aligner, for every kept region of every tweet, which phrase it shows.
+
+    Returns:
+        Per tweet, the regions with a valid phrase span (an invalid or "none" answer drops the
+        region, never raises), as :class:`AlignedRegion` in region order.
+    """
+    jobs: list[tuple[int, RegionView]] = []
+    examples: list[Example] = []
+    for t, item in enumerate(items):
+        for region in item.regions:
+            ex = example_for_region(
+                item.tweet.tokens, item.tweet.image_id, region.region_id, region.description
+            )
+            images = {None: item.image, region.region_id: region.crop}
+            examples.append(to_example(ex.parts, ex.key, "", images))
+            jobs.append((t, region))
+    answers = (
+        generate(model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        if examples
+        else []
+    )
+    out: list[list[AlignedRegion]] = [[] for _ in items]
+    for (t, region), answer in zip(jobs, answers, strict=True):
+        span: AlignedSpan | None = decode_answer(answer, items[t].tweet.tokens)
+        if span is None:
+            continue
+        out[t].append(
+            AlignedRegion(
+                region.region_id, span.word_start, span.word_end, region.description, region.bbox
+            )
+        )
+    return out
+
+
+def jmasa_examples(
+    items: Sequence[TweetInput],
+    aligned: Sequence[Sequence[AlignedRegion]],
+    *,
+    ablation: str = "full",
+) -> tuple[list[Example], list[Instruction]]:
+    """The NMI example of every tweet (target = its gold pairs) and the instructions."""
+    if len(items) != len(aligned):
+        raise ValueError(f"{len(items)} tweets but {len(aligned)} alignment lists")
+    examples, instructions = [], []
+    for item, regions in zip(items, aligned, strict=True):
+        ins = build_instruction(item.tweet, list(regions), ablation=ablation)
+        images: dict[int | None, Image.Image] = {None: item.image}
+        images.update({r.region_id: r.crop for r in item.regions})
+        examples.append(to_example(ins.parts, item.tweet.id, ins.target, images))
+        instructions.append(ins)
+    return examples, instructions
+
+
+def predict(
+    model: Any,
+    processor: Any,
+    examples: Sequence[Example],
+    tweets: Sequence[Tweet],
+    *,
+    max_new_tokens: int = 48,
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
+    """Generate and parse: one ``{"id", "output", "aspects", "parsed", "unmatched"}`` per
+    tweet (aspects as ``{"from", "to", "polarity"}`` word spans, the ``iea eval`` format)."""
+    texts = generate(
+        model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    rows = []
+    for tweet, text in zip(tweets, texts, strict=True):
+        p = parse_prediction(text, tweet.tokens)
+        rows.append(
+            {
+                "id": tweet.id,
+                "output": text,
+                "aspects": [{"from": s, "to": e, "polarity": pol} for s, e, pol in p.aspects],
+                "parsed": p.parsed,
+                "unmatched": list(p.unmatched),
+            }
+        )
+    return rows
+
+
+def score_predictions(rows: Sequence[dict[str, Any]], tweets: Sequence[Tweet]) -> dict[str, float]:
+    """Flat metrics (``jmasa_f1``, ``mate_p``, ``masc_acc``, ...) of :func:`predict` rows."""
+    gold = {t.id: list(t.aspects) for t in tweets}
+    pred = {r["id"]: [(a["from"], a["to"], a["polarity"]) for a in r["aspects"]] for r in rows}
+    result = score(
+        gold,
+        pred,
+        unparsed=sum(not r["parsed"] for r in rows),
+        unmatched=sum(len(r["unmatched"]) for r in rows),
+    )
+    flat: dict[str, float] = {}
+    for task, values in result.items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                flat[f"{task}_{k}"] = float(v)
+        else:
+            flat[task] = float(values)
+    return flat

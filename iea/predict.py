@@ -1,0 +1,148 @@
+"""Inference for one tweet: image + text -> aspect-polarity pairs, each with the region backing it.
+
+:class:`JmasaPredictor` chains the stages as training did: the interpreter (SAM regions, the
+filters, ``E`` per kept region; cached by content), the aligner (each region -> a phrase span),
+the Nearest-to-Match Instruction of the model's ablation, and the JMASA model's answer parsed
+onto the tweet's tokens. A pair is backed by every aligned region whose phrase span overlaps the
+aspect's span.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from iea.config import Settings
+from iea.data.records import Tweet, base_id
+from iea.jmasa import align_regions, jmasa_examples, predict, tweet_inputs
+from iea.models.finetune import load_trained
+
+STAGE_FILE = "iea_stage.json"
+"""Written next to a trained model: ``{"stage": "jmasa" | "aligner", "ablation": ...}``."""
+
+NEEDS_REGIONS = frozenset({"full", "no_interpretation", "no_nmi"})
+"""Ablations whose instruction holds region crops (the others need no SAM and no aligner)."""
+
+
+def write_stage(model_dir: str | Path, stage: str, **extra: Any) -> None:
+    Path(model_dir, STAGE_FILE).write_text(json.dumps({"stage": stage, **extra}, indent=2))
+
+
+def read_stage(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir, STAGE_FILE)
+    if not path.is_file():
+        raise ValueError(f"{model_dir}: no {STAGE_FILE}: not a model trained by iea")
+    return json.loads(path.read_text())
+
+
+class JmasaPredictor:
+    """Loads the JMASA model (and its aligner) once; :meth:`predict` answers one tweet.
+
+    Args:
+        settings: the resolved settings the model was trained with (interpreter, filters,
+            runtime, store for the interpreter's cache).
+        jmasa_dir: a trained JMASA model folder (:func:`iea.models.finetune.save_trained`).
+        aligner_dir: the aligner it was trained with (needed by region ablations).
+    """
+
+    def __init__(self, settings: Settings, jmasa_dir: str | Path, aligner_dir: str | Path | None):
+        self.settings = settings
+        stage = read_stage(jmasa_dir)
+        if stage["stage"] != "jmasa":
+            raise ValueError(f"{jmasa_dir} is a {stage['stage']} model, not a JMASA model")
+        self.ablation = stage.get("ablation", "full")
+        rt = settings.runtime
+        self.model, self.processor = load_trained(jmasa_dir, device=rt.device, cache=rt.model_cache)
+        self.aligner = None
+        if self.ablation in NEEDS_REGIONS:
+            if aligner_dir is None:
+                raise ValueError(f"the {self.ablation!r} model needs its aligner (none given)")
+            self.aligner = load_trained(aligner_dir, device=rt.device, cache=rt.model_cache)
+        self._interpreter = None
+
+    @property
+    def interpreter(self):
+        if self._interpreter is None:
+            from iea.store import open_store
+            from iea.vision.interpreter import ImageInterpreter
+
+            self._interpreter = ImageInterpreter(self.settings, open_store(self.settings.store))
+        return self._interpreter
+
+    def predict(self, image: str | Path, text: str) -> dict[str, Any]:
+        """Pairs for one tweet.
+
+        Args:
+            image: the image file.
+            text: the tweet (tokenised on whitespace, as the datasets are).
+
+        Returns:
+            ``{"text", "pairs": [{"term", "polarity", "from", "to", "regions": [{"region_id",
+            "bbox" [x, y, w, h], "description"}]}], "output", "parsed", "ablation",
+            "regions": [...aligned regions...]}``.
+
+        Raises:
+            ValueError: empty text. ``ImageDecodeError``: the image cannot be read.
+        """
+        tokens = tuple(text.split())
+        if not tokens:
+            raise ValueError("text is empty")
+        image = Path(image)
+        tweet = Tweet(base_id(image.name, tokens), tokens, image.name)
+        regions = self.ablation in NEEDS_REGIONS
+        inputs = tweet_inputs([tweet], image.parent, self.interpreter if regions else None)
+        aligned = [[]]
+        if regions and self.aligner is not None:
+            aligned = align_regions(*self.aligner, inputs)
+        examples, _ = jmasa_examples(inputs, aligned, ablation=self.ablation)
+        t = self.settings.jmasa.train
+        (row,) = predict(
+            self.model, self.processor, examples, [tweet], max_new_tokens=t.max_new_tokens
+        )
+        pairs = []
+        for a in row["aspects"]:
+            backing = [
+                {"region_id": r.region_id, "bbox": list(r.bbox), "description": r.description}
+                for r in aligned[0]
+                if r.word_start < a["to"] and a["from"] < r.word_end
+            ]
+            term = " ".join(tokens[a["from"] : a["to"]])
+            pairs.append({"term": term, **a, "regions": backing})
+        return {
+            "text": text,
+            "pairs": pairs,
+            "output": row["output"],
+            "parsed": row["parsed"],
+            "ablation": self.ablation,
+            "regions": [
+                {
+                    "region_id": r.region_id,
+                    "bbox": list(r.bbox),
+                    "phrase": " ".join(tokens[r.word_start : r.word_end]),
+                    "description": r.description,
+                }
+                for r in aligned[0]
+            ],
+        }
+
+
+def draw_pairs(image: str | Path, result: dict[str, Any]) -> Image.Image:
+    """The image with each aligned region boxed and labelled with its phrase and, when a pair
+    is backed by it, the pair (``David Beckham <POS>``)."""
+    im = Image.open(image).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    colours = {"POS": (40, 200, 60), "NEU": (90, 110, 220), "NEG": (220, 40, 40)}
+    backed = {
+        reg["region_id"]: p for p in result["pairs"] for reg in p["regions"]
+    }  # region -> the pair it backs
+    for reg in result["regions"]:
+        x, y, w, h = reg["bbox"]
+        pair = backed.get(reg["region_id"])
+        colour = colours[pair["polarity"]] if pair else (255, 255, 0)
+        draw.rectangle((x, y, x + w - 1, y + h - 1), outline=colour, width=3)
+        label = f"{pair['term']} <{pair['polarity']}>" if pair else reg["phrase"]
+        draw.text((x + 4, y + 4), label, fill=colour)
+    return im

@@ -1,0 +1,113 @@
+"""``aligner_training`` + ``jmasa_finetune`` on the demo config, end to end under the Prefect
+harness: the tiny JMASA model learns (test JMASA F1 >= 0.8, far above the untrained model), both
+models are registered with their metrics and data versions, ``iea predict`` answers from the
+registry URI, an ablation logs its own run, and a rerun reuses the trained model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.train import jmasa_finetune
+from iea.models.refs import prepare_tiny
+
+pytestmark = [pytest.mark.flows, pytest.mark.model]
+REPO = Path(__file__).resolve().parents[2]
+DEMO = str(REPO / "configs" / "demo.yaml")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, model_cache):
+    prepare_tiny(["tiny-qwen3-fgca", "tiny-qwen3-vl"], cache=model_cache)
+    return tmp_path_factory.mktemp("train")
+
+
+@pytest.fixture(scope="module")
+def overrides(workdir, model_cache) -> list[str]:
+    return [
+        f"data.work_dir={workdir / 'work'}",
+        f"fgca.work_dir={workdir / 'work' / 'fgca'}",
+        f"store.root={workdir / 'store'}",
+        f"tracking.uri=sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
+        f"tracking.artifact_root={workdir / 'mlruns' / 'artifacts'}",
+        f"runtime.model_cache={model_cache}",
+    ]
+
+
+@pytest.fixture(scope="module")
+def trained(overrides):
+    return jmasa_finetune(DEMO, overrides)
+
+
+def test_demo_jmasa_learns_and_both_models_are_registered(trained, workdir):
+    test = trained["test"]
+    assert test["jmasa_f1"] >= 0.8, test
+    assert test["jmasa_f1"] - trained["untrained_test_jmasa_f1"] >= 0.5
+    assert test["tweets"] == 50 and test["mate_f1"] >= test["jmasa_f1"]
+    assert trained["registered"] == {
+        "name": "iea-jmasa",
+        "version": 1,
+        "uri": "models:/iea-jmasa/1",
+    }
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    run = client.get_run(trained["run_id"])
+    assert run.data.metrics["test/jmasa_f1"] == pytest.approx(test["jmasa_f1"])
+    assert run.data.tags["ablation"] == "full" and "train/loss" in run.data.metrics
+    assert run.inputs.dataset_inputs[0].dataset.digest == trained["dataset_version"]
+    history = client.get_metric_history(trained["run_id"], "dev/jmasa_f1")
+    assert len(history) == 30  # one per epoch: best-on-dev selection saw every epoch
+    assert max(h.value for h in history) == pytest.approx(
+        max(h.value for h in history if h.step <= 30 * 25)
+    )
+    version = client.get_model_version("iea-jmasa", "1")
+    assert version.tags["dataset.version"] == trained["dataset_version"]
+    assert float(version.tags["test.jmasa_f1"]) == pytest.approx(test["jmasa_f1"], abs=1e-4)
+    assert version.tags["aligner.key"] == trained["aligner"]["key"]
+    aligner = client.get_model_version("iea-aligner", "1")
+    assert "fgca.version" in aligner.tags and "test.span_acc" in aligner.tags
+    rows = [json.loads(x) for x in Path(trained["predictions"]).read_text().splitlines()]
+    assert len(rows) == 50 and all({"id", "output", "aspects"} <= r.keys() for r in rows)
+
+
+def test_predict_from_the_registry_uri(trained, workdir, tmp_path):
+    images = sorted((workdir / "work" / "synthetic").glob("*/images/*.jpg"))
+    assert images
+    out = tmp_path / "pred"
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--image", str(images[-1]),
+            "--text", "Great game by David Beckham but Real Madrid was awful",
+            "--model", "models:/iea-jmasa/1",
+            "--tracking-uri", f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
+            "--out", str(out),
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["parsed"] and result["ablation"] == "full"
+    terms = {(p["term"], p["polarity"]) for p in result["pairs"]}
+    assert ("David Beckham", "POS") in terms, result
+    assert (out / "overlay.png").is_file() and (out / "prediction.json").is_file()
+
+
+def test_an_ablation_logs_its_own_run_and_a_rerun_reuses_the_model(trained, overrides, workdir):
+    short = [*overrides, "jmasa.train.epochs=2"]
+    ablated = jmasa_finetune(DEMO, short, ablation="no_nmi")
+    assert ablated["key"] != trained["key"] and ablated["run_id"] != trained["run_id"]
+    assert ablated["registered"]["version"] == 2 and not ablated["reused"]
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    run = mlflow.get_run(ablated["run_id"])
+    assert run.data.tags["ablation"] == "no_nmi" and "test/jmasa_f1" in run.data.metrics
+
+    again = jmasa_finetune(DEMO, short, ablation="no_nmi")
+    assert again["reused"] and again["key"] == ablated["key"]
+    assert again["test"] == ablated["test"]

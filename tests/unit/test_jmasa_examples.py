@@ -1,0 +1,71 @@
+"""NMI instructions become engine examples with the right images in the right order, and
+prediction rows score as ``iea.metrics`` does."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from iea.data.records import Aspect, Tweet
+from iea.jmasa import RegionView, TweetInput, jmasa_examples, score_predictions
+from iea.nmi import AlignedRegion
+
+TOKENS = tuple("Spent the morning with David Beckham and the dog".split())
+TWEET = Tweet("t1", TOKENS, "t1.jpg", (Aspect(4, 6, "POS"), Aspect(8, 9, "NEU")))
+
+
+def _input() -> TweetInput:
+    whole = Image.new("RGB", (32, 32), "white")
+    regions = tuple(
+        RegionView(rid, (0, 0, 8, 8), Image.new("RGB", (8, 8 + rid), "red"), f"region {rid}")
+        for rid in (1, 2, 3)
+    )
+    return TweetInput(TWEET, whole, regions)
+
+
+def test_full_example_puts_each_crop_after_its_phrase():
+    item = _input()
+    aligned = [
+        AlignedRegion(3, 8, 9, "a dog", (0, 0, 8, 8)),
+        AlignedRegion(1, 4, 6, "a man", (1, 1, 4, 4)),
+    ]
+    (ex,), (ins,) = jmasa_examples([item], [aligned])
+    kinds = [c["type"] for c in ex.content]
+    assert kinds.count("image") == len(ex.images) == 3
+    assert ex.images[0] is item.image
+    # region 1 (David Beckham) comes before region 3 (dog) in the text
+    assert ex.images[1] is item.regions[0].crop and ex.images[2] is item.regions[2].crop
+    assert ins.region_ids == (1, 3)
+    assert ex.target == "David Beckham <POS> ; dog <NEU>"
+    text = "".join(c.get("text", "<img>") for c in ex.content)
+    assert text.index("Beckham") < text.index("a man") < text.index("dog") < text.index("a dog")
+
+
+@pytest.mark.parametrize("ablation", ["no_segmentation", "no_aligner_nmi"])
+def test_whole_image_ablations_carry_one_image(ablation):
+    aligned = [AlignedRegion(1, 4, 6, "a man", (1, 1, 4, 4))]
+    (ex,), _ = jmasa_examples([_input()], [aligned], ablation=ablation)
+    assert len(ex.images) == 1 and "a man" not in str(ex.content)
+
+
+def test_mismatched_lengths_are_refused():
+    with pytest.raises(ValueError, match="1 tweets but 0 alignment lists"):
+        jmasa_examples([_input()], [])
+
+
+def test_score_predictions_flattens_metrics():
+    rows = [
+        {
+            "id": "t1",
+            "aspects": [
+                {"from": 4, "to": 6, "polarity": "POS"},
+                {"from": 8, "to": 9, "polarity": "NEG"},
+            ],
+            "parsed": True,
+            "unmatched": ["Ronaldo"],
+        }
+    ]
+    m = score_predictions(rows, [TWEET])
+    assert m["jmasa_tp"] == 1 and m["jmasa_pred"] == 3 and m["jmasa_gold"] == 2
+    assert m["jmasa_p"] == pytest.approx(1 / 3) and m["jmasa_r"] == pytest.approx(0.5)
+    assert m["mate_tp"] == 2 and m["unmatched"] == 1 and m["masc_acc"] == pytest.approx(0.5)
