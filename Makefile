@@ -36,6 +36,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/interpret.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -34,15 +34,26 @@ def configure(settings: Settings) -> str:
 
 
 @contextlib.contextmanager
-def start_run(settings: Settings, run_name: str, tags: dict[str, str] | None = None) -> Iterator:
+def start_run(
+    settings: Settings,
+    run_name: str,
+    tags: dict[str, str] | None = None,
+    *,
+    system_metrics: bool = False,
+) -> Iterator:
     """Start a run and log the resolved config (params + ``config.yaml`` artifact).
 
     If a run is already active (a parent flow opened one), the new run is nested under it.
+    ``system_metrics``: MLflow samples CPU, memory (and GPU, with pynvml) while the run is open.
     """
     experiment_id = configure(settings)
     nested = mlflow.active_run() is not None
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=run_name, nested=nested, tags=tags
+        experiment_id=experiment_id,
+        run_name=run_name,
+        nested=nested,
+        tags=tags,
+        log_system_metrics=system_metrics,
     ) as run:
         log_config(settings)
         yield run

@@ -20,7 +20,6 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows import tracking
-from flows.interpret import work_pool_for
 from iea.config import ModelStageSettings, Settings, load_settings
 from iea.models.finetune import ENGINE_VERSION, FinetuneConfig, load_trained, save_trained
 from iea.predict import NEEDS_REGIONS, write_stage
@@ -78,6 +77,12 @@ class MlflowStepLogger:
     def __call__(self, metrics: dict[str, float], step: int) -> None:
         if step % self.every == 0 or any(k.startswith("dev.") for k in metrics):
             mlflow.log_metrics({k.replace(".", "/", 1): v for k, v in metrics.items()}, step=step)
+
+
+def training_pool(settings: Settings, stage: str) -> str:
+    """The Prefect work pool a stage's training runs on (``<stage>.pool``)."""
+    rt = settings.runtime
+    return rt.gpu_pool if getattr(settings, stage).pool == "gpu" else rt.cpu_pool
 
 
 def _load_model(settings: Settings, stage: str):
@@ -221,7 +226,8 @@ def aligner_training(
     with tracking.start_run(
         settings,
         "aligner_training",
-        tags={"stage": "aligner", "work_pool": work_pool_for(settings)},
+        tags={"stage": "aligner", "work_pool": training_pool(settings, "aligner")},
+        system_metrics=True,
     ) as run:
         mlflow.set_tags({"dataset.fgca.version": fgca["version"]})
         mlflow.log_input(_dataset("fgca", fgca["version"], fgca["store_uri"]), context="train")
@@ -288,14 +294,24 @@ def tweet_inputs_task(settings: Settings, tweets: list, images_dir: Path, region
 
 
 @task(cache_policy=NONE)
-def align_task(settings: Settings, aligner_dir: str, inputs: list) -> list:
+def align_task(settings: Settings, aligner: dict, inputs: list) -> list:
+    """Every kept region -> a phrase span, cached per region and aligner version."""
     from iea.jmasa import align_regions
+    from iea.store import open_store
 
     model, processor = load_trained(
-        aligner_dir, device=settings.runtime.device, cache=settings.runtime.model_cache
+        aligner["model_dir"], device=settings.runtime.device, cache=settings.runtime.model_cache
     )
     t = settings.aligner.train
-    return align_regions(model, processor, inputs, batch_size=t.eval_batch_size)
+    return align_regions(
+        model,
+        processor,
+        inputs,
+        batch_size=t.eval_batch_size,
+        max_new_tokens=t.max_new_tokens,
+        store=open_store(settings.store),
+        aligner_key=aligner["key"],
+    )
 
 
 @task(cache_policy=NONE)
@@ -412,9 +428,7 @@ def jmasa_finetune(
     aligner = aligner_training(config, overrides) if regions else None
     inputs = {s: tweet_inputs_task(settings, tweets[s], images_dir, regions) for s in SPLITS}
     aligned = {
-        s: align_task(settings, aligner["model_dir"], inputs[s])
-        if regions
-        else [[] for _ in inputs[s]]
+        s: align_task(settings, aligner, inputs[s]) if regions else [[] for _ in inputs[s]]
         for s in SPLITS
     }
     examples = {s: jmasa_examples(inputs[s], aligned[s], ablation=ablation)[0] for s in SPLITS}
@@ -445,7 +459,11 @@ def jmasa_finetune(
     with tracking.start_run(
         settings,
         f"jmasa_finetune[{ablation}]",
-        tags={"stage": "jmasa", "ablation": ablation, "work_pool": work_pool_for(settings)},
+        tags={
+            "stage": "jmasa",
+            "ablation": ablation,
+            "work_pool": training_pool(settings, "jmasa"),
+        },
     ) as run:
         mlflow.log_input(
             _dataset(f"twitter/{settings.data.name}", data["version"], data["store_uri"]),

@@ -130,6 +130,8 @@ class ModelStageSettings(_Section):
     model: str
     lora: LoraSettings = LoraSettings()
     train: TrainSettings = TrainSettings()
+    pool: Literal["cpu", "gpu"] = "gpu"
+    """Work pool kind this stage's training is deployed to (``runtime.cpu_pool``/``gpu_pool``)."""
     register_as: str | None = None
     """MLflow registered-model name (None: ``iea-aligner`` / ``iea-jmasa``)."""
 

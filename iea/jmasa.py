@@ -14,6 +14,8 @@ Everything here is model-agnostic: a model is ``(model, processor)`` as loaded b
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +101,14 @@ def to_example(parts: Sequence[Any], key: str, target: str, images: dict) -> Exa
     return Example(key, tuple(content), tuple(ims), target)
 
 
+def _pixels_digest(*images: Image.Image) -> str:
+    h = hashlib.sha256()
+    for im in images:
+        h.update(f"{im.mode}{im.size}".encode())
+        h.update(im.tobytes())
+    return h.hexdigest()
+
+
 def align_regions(
     model: Any,
     processor: Any,
@@ -106,31 +116,53 @@ def align_regions(
     *,
     max_new_tokens: int = 24,
     batch_size: int = 8,
+    store: Any | None = None,
+    aligner_key: str | None = None,
 ) -> list[list[AlignedRegion]]:
     """Ask the aligner, for every kept region of every tweet, which phrase it shows.
+
+    Args:
+        store, aligner_key: with both, each answer is cached in ``store`` under
+            ``cache/align/<aligner_key>/<sha256 of image, crop, E, text>.json``, so a rerun
+            (or another ablation) asks the aligner only about regions it has not seen.
 
     Returns:
         Per tweet, the regions with a valid phrase span (an invalid or "none" answer drops the
         region, never raises), as :class:`AlignedRegion` in region order.
     """
-    jobs: list[tuple[int, RegionView]] = []
+    jobs: list[tuple[int, RegionView, str | None]] = []
     examples: list[Example] = []
+    answers: dict[int, str] = {}
+    cached = store is not None and aligner_key is not None
     for t, item in enumerate(items):
+        whole = _pixels_digest(item.image) if cached else ""
         for region in item.regions:
-            ex = example_for_region(
-                item.tweet.tokens, item.tweet.image_id, region.region_id, region.description
-            )
-            images = {None: item.image, region.region_id: region.crop}
-            examples.append(to_example(ex.parts, ex.key, "", images))
-            jobs.append((t, region))
-    answers = (
-        generate(model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        if examples
-        else []
-    )
+            key = None
+            if cached:
+                h = hashlib.sha256(f"{whole}|{_pixels_digest(region.crop)}|".encode())
+                h.update(json.dumps([region.description, list(item.tweet.tokens)]).encode())
+                key = f"cache/align/{aligner_key}/{h.hexdigest()}.json"
+                if store.exists(key):
+                    answers[len(jobs)] = json.loads(store.get(key))["answer"]
+            if len(jobs) not in answers:
+                ex = example_for_region(
+                    item.tweet.tokens, item.tweet.image_id, region.region_id, region.description
+                )
+                images = {None: item.image, region.region_id: region.crop}
+                examples.append(to_example(ex.parts, ex.key, "", images))
+            jobs.append((t, region, key))
+    todo = [j for j in range(len(jobs)) if j not in answers]
+    if examples:
+        new = generate(
+            model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
+        for j, answer in zip(todo, new, strict=True):
+            answers[j] = answer
+            if jobs[j][2] is not None:
+                store.put(jobs[j][2], json.dumps({"answer": answer}).encode())
     out: list[list[AlignedRegion]] = [[] for _ in items]
-    for (t, region), answer in zip(jobs, answers, strict=True):
-        span: AlignedSpan | None = decode_answer(answer, items[t].tweet.tokens)
+    for j, (t, region, _) in enumerate(jobs):
+        span: AlignedSpan | None = decode_answer(answers[j], items[t].tweet.tokens)
         if span is None:
             continue
         out[t].append(

@@ -26,6 +26,8 @@ import numpy as np
 
 from iea.config import Settings
 from iea.data.images import load_rgb
+from iea.models.sam import TINY_SAM_VERSION
+from iea.models.tiny import TINY_VERSION
 from iea.store import ArtifactStore
 from iea.vision import prompts
 from iea.vision.filters import RegionFeatures, Thresholds, drop_reasons, laplacian_variances
@@ -148,6 +150,8 @@ class ImageInterpreter:
             "sam": seg.sam,
             "checkpoint": ckpt_id,
             "seed": rt.seed,
+            # a tiny model's weights change with its recipe, not its name
+            "tiny_version": TINY_SAM_VERSION if seg.sam == "tiny-sam" else None,
             "settings": seg.model_dump(mode="json", exclude={"sam", "sam_checkpoint"}),
             "postprocess": POSTPROCESS_VERSION,
         }
@@ -161,6 +165,7 @@ class ImageInterpreter:
             {
                 "crop": h.hexdigest(),
                 "model": interp.model,
+                "tiny_version": TINY_VERSION if interp.model.startswith("tiny-") else None,
                 "seed": rt.seed,
                 "prompt": prompts.PROMPT_VERSION,
                 "max_new_tokens": interp.max_new_tokens,

@@ -94,8 +94,9 @@ def test_predict_from_the_registry_uri(trained, workdir, tmp_path):
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert result["parsed"] and result["ablation"] == "full"
-    terms = {(p["term"], p["polarity"]) for p in result["pairs"]}
-    assert ("David Beckham", "POS") in terms, result
+    # both aspects are found and placed on the tweet's words (their polarities are the model's)
+    assert {p["term"] for p in result["pairs"]} == {"David Beckham", "Real Madrid"}, result
+    assert {(p["from"], p["to"]) for p in result["pairs"]} == {(3, 5), (6, 8)}
     assert (out / "overlay.png").is_file() and (out / "prediction.json").is_file()
 
 

@@ -69,3 +69,24 @@ def test_score_predictions_flattens_metrics():
     assert m["jmasa_tp"] == 1 and m["jmasa_pred"] == 3 and m["jmasa_gold"] == 2
     assert m["jmasa_p"] == pytest.approx(1 / 3) and m["jmasa_r"] == pytest.approx(0.5)
     assert m["mate_tp"] == 2 and m["unmatched"] == 1 and m["masc_acc"] == pytest.approx(0.5)
+
+
+def test_alignment_answers_are_cached_per_region(tmp_path, monkeypatch):
+    from iea import jmasa
+    from iea.store import LocalStore
+
+    calls: list[int] = []
+
+    def fake_generate(model, processor, examples, **kw):
+        calls.append(len(examples))
+        return ["4-6: David Beckham", "none", "8-9: dog"][: len(examples)]
+
+    monkeypatch.setattr(jmasa, "generate", fake_generate)
+    store = LocalStore(tmp_path)
+    first = jmasa.align_regions(None, None, [_input()], store=store, aligner_key="k1")
+    assert calls == [3]
+    assert [(r.region_id, r.word_start, r.word_end) for r in first[0]] == [(1, 4, 6), (3, 8, 9)]
+    again = jmasa.align_regions(None, None, [_input()], store=store, aligner_key="k1")
+    assert calls == [3] and again == first  # every answer came from the cache
+    jmasa.align_regions(None, None, [_input()], store=store, aligner_key="k2")
+    assert calls == [3, 3]  # another aligner version asks again
