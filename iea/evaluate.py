@@ -15,6 +15,8 @@ def load_predictions(path: Path, tokens_by_id: dict[str, tuple[str, ...]]) -> tu
 
     A line may carry the model's raw text as ``{"id", "output": "..."}`` instead of
     ``aspects``; it is parsed with :func:`iea.metrics.parse_prediction` against the tweet's tokens.
+    A line with ``aspects`` may also list ``unmatched`` aspect strings (each counts as a wrong
+    prediction) and ``parsed: false``, as the prediction files of ``iea train jmasa`` do.
 
     Returns:
         ``(pred: id -> set of Aspect, unparsed: int, unmatched: int)``.
@@ -68,6 +70,13 @@ def load_predictions(path: Path, tokens_by_id: dict[str, tuple[str, ...]]) -> tu
                     raise ValueError(f"{where}: aspect {k}: unknown polarity {asp.polarity!r}")
                 spans.add(asp)
             pred[tid] = spans
+            # rows written by ``iea train jmasa`` carry what their text could not place:
+            # those pairs count as wrong predictions here too, as in the training run's score
+            extra = obj.get("unmatched", [])
+            if not isinstance(extra, list):
+                raise ValueError(f"{where}: 'unmatched' must be a list of aspect strings")
+            unmatched += len(extra)
+            unparsed += obj.get("parsed") is False
     return pred, unparsed, unmatched
 
 

@@ -90,3 +90,23 @@ def test_alignment_answers_are_cached_per_region(tmp_path, monkeypatch):
     assert calls == [3] and again == first  # every answer came from the cache
     jmasa.align_regions(None, None, [_input()], store=store, aligner_key="k2")
     assert calls == [3, 3]  # another aligner version asks again
+
+
+def test_eval_counts_the_unmatched_pairs_of_training_prediction_files(tmp_path):
+    import json
+
+    from iea.evaluate import load_predictions
+
+    path = tmp_path / "pred.jsonl"
+    row = {
+        "id": "t1",
+        "output": "David Beckham <POS> ; Ronaldo <NEG>",
+        "aspects": [{"from": 4, "to": 6, "polarity": "POS"}],
+        "parsed": True,
+        "unmatched": ["Ronaldo"],
+    }
+    path.write_text(json.dumps(row) + "\n")
+    pred, unparsed, unmatched = load_predictions(path, {"t1": TOKENS})
+    assert pred == {"t1": {(4, 6, "POS")}} and unparsed == 0 and unmatched == 1
+    rows = [row]
+    assert score_predictions(rows, [TWEET])["jmasa_pred"] == 2  # the same count as the flow
