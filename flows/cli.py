@@ -50,6 +50,16 @@ def _fail(err: BaseException | str) -> None:
     raise typer.Exit(1)
 
 
+def _run_flow(flow_fn, *args, **kwargs) -> None:
+    """Run a flow and print its result as JSON; on failure say what failed and exit 1 (the
+    flow has logged the traceback)."""
+    try:
+        result = flow_fn(*args, **kwargs)
+    except Exception as e:
+        _fail(f"{type(e).__name__}: {e}")
+    _emit(result)
+
+
 @data_app.command("convert")
 def data_convert(
     format: str = typer.Option(..., "--format", help=FORMAT_HELP),
@@ -277,11 +287,7 @@ def fgca_build(
     )
     from flows.fgca import fgca_generation
 
-    try:
-        result = fgca_generation(str(config), list(overrides or []), out=str(out))
-    except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
-        _fail(f"{type(e).__name__}: {e}")
-    _emit(result)
+    _run_flow(fgca_generation, str(config), list(overrides or []), out=str(out))
 
 
 @fgca_app.command("validate")
@@ -362,11 +368,7 @@ def train_aligner(
     _prepare(config, overrides)
     from flows.train import aligner_training
 
-    try:
-        result = aligner_training(str(config), list(overrides or []))
-    except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
-        _fail(f"{type(e).__name__}: {e}")
-    _emit(result)
+    _run_flow(aligner_training, str(config), list(overrides or []))
 
 
 @train_app.command("jmasa")
@@ -388,11 +390,7 @@ def train_jmasa(
     _prepare(config, overrides)
     from flows.train import jmasa_finetune
 
-    try:
-        result = jmasa_finetune(str(config), list(overrides or []), ablation=ablation)
-    except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
-        _fail(f"{type(e).__name__}: {e}")
-    _emit(result)
+    _run_flow(jmasa_finetune, str(config), list(overrides or []), ablation=ablation)
 
 
 @app.command("predict")

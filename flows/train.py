@@ -232,11 +232,7 @@ def aligner_training(
         mlflow.set_tags({"dataset.fgca.version": fgca["version"]})
         mlflow.log_input(_dataset("fgca", fgca["version"], fgca["store_uri"]), context="train")
         result = train_aligner_task(settings, fgca, root)
-        for row in result["history"]:
-            mlflow.log_metrics(
-                {f"epoch/{k}": float(v) for k, v in row.items() if isinstance(v, int | float)},
-                step=int(row["epoch"]),
-            )
+        _log_history(result["history"])
         mlflow.log_metrics(
             {
                 "test/span_acc": result["test_span_acc"],
@@ -264,6 +260,15 @@ def aligner_training(
         "registered": registered,
         "fgca_version": fgca["version"],
     }
+
+
+def _log_history(history: list[dict]) -> None:
+    """One ``epoch/<metric>`` point per epoch row of the engine's history."""
+    for row in history:
+        mlflow.log_metrics(
+            {f"epoch/{k}": float(v) for k, v in row.items() if isinstance(v, int | float)},
+            step=int(row["epoch"]),
+        )
 
 
 def _dataset(name: str, version: str, uri: str):
@@ -475,11 +480,7 @@ def jmasa_finetune(
             )
         mlflow.log_metrics({f"coverage/{s}": v for s, v in cov.items()})
         result = train_jmasa_task(settings, examples, tweets, key, ablation)
-        for row in result["history"]:
-            mlflow.log_metrics(
-                {f"epoch/{k}": float(v) for k, v in row.items() if isinstance(v, int | float)},
-                step=int(row["epoch"]),
-            )
+        _log_history(result["history"])
         mlflow.log_metrics({f"test/{k}": v for k, v in result["test"].items()})
         mlflow.log_metrics(
             {

@@ -43,7 +43,7 @@ from typing import Any, Literal, Protocol
 import torch
 from PIL import Image
 
-from iea.models.vlm import END_TOKEN, _end_token_ids
+from iea.models.vlm import END_TOKEN, _end_token_ids, _greedy
 
 ENGINE_VERSION = "finetune-v1"
 
@@ -501,8 +501,7 @@ def generate(
 ) -> list[str]:
     """Greedy answers to ``examples`` (their targets ignored), batched with left padding."""
     tok = processor.tokenizer
-    ends = _end_token_ids(model, tok)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else ends[0]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else _end_token_ids(model, tok)[0]
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     was_training = model.training
@@ -512,18 +511,8 @@ def generate(
         enc = [encode(processor, e, with_target=False) for e in examples[a : a + batch_size]]
         batch = _to(collate(enc, pad, side="left"), device, dtype)
         batch.pop("labels")
-        with torch.inference_mode():
-            gen = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                eos_token_id=ends,
-                pad_token_id=pad,
-            )
-        for row in gen[:, batch["input_ids"].shape[1] :].tolist():
-            cut = next((k for k, t in enumerate(row) if t in ends), len(row))
-            out.append(tok.decode(row[:cut], skip_special_tokens=True).strip())
+        rows = _greedy(model, tok, batch, max_new_tokens)
+        out += [t.strip() for t in tok.batch_decode(rows, skip_special_tokens=True)]
     if was_training:
         model.train()
     return out
