@@ -99,6 +99,26 @@ def test_predict_from_the_registry_uri(trained, workdir, tmp_path):
     assert {(p["from"], p["to"]) for p in result["pairs"]} == {(3, 5), (6, 8)}
     assert (out / "overlay.png").is_file() and (out / "prediction.json").is_file()
 
+    # the same model as a plain pyfunc, and as a trained folder with its aligner
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/iea-jmasa/1")
+    (row,) = model.predict(pd.DataFrame([{"image": str(images[-1]), "text": result["text"]}]))
+    assert row["pairs"] == result["pairs"]
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--image", str(images[-1]),
+            "--text", result["text"],
+            "--model", trained["model_dir"],
+            "--aligner", trained["aligner"]["model_dir"],
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["pairs"] == result["pairs"]
+
 
 def test_an_ablation_logs_its_own_run_and_a_rerun_reuses_the_model(trained, overrides, workdir):
     short = [*overrides, "jmasa.train.epochs=2"]
