@@ -113,6 +113,12 @@ def _register(
     from flows.pyfunc import IeaModel
 
     name = getattr(settings, stage).register_as or REGISTERED[stage]
+    client = mlflow.MlflowClient()
+    key = tags.get("model.key")
+    for mv in client.search_model_versions(f"name='{name}'"):
+        if key and mv.tags.get("model.key") == key:  # a reused model: no duplicate version
+            mlflow.set_tag("registered.reused", f"{name}/{mv.version}")
+            return {"name": name, "version": int(mv.version), "uri": f"models:/{name}/{mv.version}"}
     info = mlflow.pyfunc.log_model(
         name=stage,
         python_model=IeaModel(),
@@ -120,7 +126,6 @@ def _register(
         registered_model_name=name,
         code_paths=None,
     )
-    client = mlflow.MlflowClient()
     version = info.registered_model_version
     for k, v in tags.items():
         client.set_model_version_tag(name, str(version), k, str(v))
@@ -469,6 +474,7 @@ def jmasa_finetune(
             "ablation": ablation,
             "work_pool": training_pool(settings, "jmasa"),
         },
+        system_metrics=True,
     ) as run:
         mlflow.log_input(
             _dataset(f"twitter/{settings.data.name}", data["version"], data["store_uri"]),

@@ -60,6 +60,7 @@ def test_demo_jmasa_learns_and_both_models_are_registered(trained, workdir):
     run = client.get_run(trained["run_id"])
     assert run.data.metrics["test/jmasa_f1"] == pytest.approx(test["jmasa_f1"])
     assert run.data.tags["ablation"] == "full" and "train/loss" in run.data.metrics
+    assert "system/cpu_utilization_percentage" in run.data.metrics
     assert run.inputs.dataset_inputs[0].dataset.digest == trained["dataset_version"]
     history = client.get_metric_history(trained["run_id"], "dev/jmasa_f1")
     assert len(history) == 30  # one per epoch: best-on-dev selection saw every epoch
@@ -132,3 +133,7 @@ def test_an_ablation_logs_its_own_run_and_a_rerun_reuses_the_model(trained, over
     again = jmasa_finetune(DEMO, short, ablation="no_nmi")
     assert again["reused"] and again["key"] == ablated["key"]
     assert again["test"] == ablated["test"]
+    assert again["registered"] == ablated["registered"]  # the same model: no second version
+    client = mlflow.MlflowClient()
+    assert len(client.search_model_versions("name='iea-jmasa'")) == 2
+    assert len(client.search_model_versions("name='iea-aligner'")) == 1
