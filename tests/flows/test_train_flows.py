@@ -137,3 +137,28 @@ def test_an_ablation_logs_its_own_run_and_a_rerun_reuses_the_model(trained, over
     client = mlflow.MlflowClient()
     assert len(client.search_model_versions("name='iea-jmasa'")) == 2
     assert len(client.search_model_versions("name='iea-aligner'")) == 1
+
+
+def test_dir_the_image_decides_the_polarity(trained, workdir):
+    """DIR: one neutral-worded text on images drawn for POS, NEU and NEG tweets. The synthetic
+    images colour each aspect's shape by its polarity, and the demo model reads it: the
+    predicted polarity follows the image, not the words."""
+    import pandas as pd
+
+    store = workdir / "store" / "datasets" / "twitter" / "synthetic-twitter"
+    (test_file,) = store.glob("*/test.jsonl")
+    tweets = [json.loads(x) for x in test_file.read_text().splitlines()]
+    single = {}
+    for t in tweets:  # two test images per polarity, each drawn for one aspect
+        if len(t["aspects"]) == 1:
+            single.setdefault(t["aspects"][0]["polarity"], []).append(t["image_id"])
+    (images_dir,) = (workdir / "work" / "synthetic").glob("*/images")
+    picks = [(pol, images_dir / img) for pol, ids in single.items() for img in ids[:2]]
+    assert len(picks) == 6
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/iea-jmasa/1")
+    text = "Photos from Taylor Swift taken on Monday"
+    rows = model.predict(pd.DataFrame([{"image": str(p), "text": text} for _, p in picks]))
+    got = [[p["polarity"] for p in r["pairs"] if p["term"] == "Taylor Swift"] for r in rows]
+    agree = sum(g == [pol] for g, (pol, _) in zip(got, picks, strict=True))
+    assert agree >= 5, list(zip([p for p, _ in picks], got, strict=True))
