@@ -132,6 +132,42 @@ def _register(
     return {"name": name, "version": int(version), "uri": f"models:/{name}/{version}"}
 
 
+def _reuse(work: Path, settings: Settings, stage: str):
+    """``(model, processor, result)`` of a model already trained under ``work``, or None."""
+    final = work / "model"
+    if not (final / "iea_model.json").is_file():
+        return None
+    get_run_logger().info("%s %s already trained: reusing %s", stage, work.name, final)
+    rt = settings.runtime
+    model, processor = load_trained(final, device=rt.device, cache=rt.model_cache)
+    return model, processor, {**json.loads((work / "result.json").read_text()), "reused": True}
+
+
+def _finish(
+    model, processor, work: Path, settings: Settings, stage: str, res, n_examples: int, **extra
+) -> dict:
+    """Save a freshly trained model (weights, stage file, resolved settings) under
+    ``work/model`` and its training report as ``work/result.json``; returns the report."""
+    final = work / "model"
+    base = getattr(settings, stage).model
+    save_trained(model, processor, final, base_ref=base, seed=settings.runtime.seed)
+    write_stage(final, stage, **({"ablation": extra["ablation"]} if "ablation" in extra else {}))
+    (final / "config.json").write_text(json.dumps(settings.model_dump(mode="json")))
+    result = {
+        "steps": res.steps,
+        "best_epoch": res.best_epoch,
+        "history": res.history,
+        "train_seconds": res.seconds,
+        "train_examples": n_examples,
+        "train_tokens": res.train_tokens,
+        "resumed_from": res.resumed_from,
+        "train_samples_per_s": res.train_examples_seen / max(res.seconds, 1e-9),
+        **extra,
+    }
+    (work / "result.json").write_text(json.dumps(result, indent=2))
+    return {**result, "reused": False}
+
+
 # ----------------------------------------------------------------------------- aligner
 
 
@@ -157,12 +193,9 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
     work = Path(settings.fgca.work_dir).parent / "models" / "aligner" / key
     final = work / "model"
     dev = records["val"] or records["test"]
-    if (final / "iea_model.json").is_file():
-        logger.info("aligner %s already trained: reusing %s", key, final)
-        model, processor = load_trained(
-            final, device=settings.runtime.device, cache=settings.runtime.model_cache
-        )
-        result = {**json.loads((work / "result.json").read_text()), "reused": True}
+    reused = _reuse(work, settings, "aligner")
+    if reused is not None:
+        model, processor, result = reused
     else:
         examples = fgca_examples(
             records["train"], images, negatives=0.3, seed=settings.runtime.seed
@@ -190,21 +223,16 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
             evaluate=evaluate if dev else None,
             select="span_acc" if dev else None,
         )
-        save_trained(model, processor, final, base_ref=stage.model, seed=settings.runtime.seed)
-        write_stage(final, "aligner")
-        (final / "config.json").write_text(json.dumps(settings.model_dump(mode="json")))
-        result = {
-            "steps": res.steps,
-            "best_epoch": res.best_epoch,
-            "best_dev_span_acc": res.best_metric,
-            "history": res.history,
-            "train_seconds": res.seconds,
-            "train_examples": len(examples),
-            "resumed_from": res.resumed_from,
-            "train_samples_per_s": res.train_examples_seen / max(res.seconds, 1e-9),
-        }
-        (work / "result.json").write_text(json.dumps(result, indent=2))
-        result["reused"] = False
+        result = _finish(
+            model,
+            processor,
+            work,
+            settings,
+            "aligner",
+            res,
+            len(examples),
+            best_dev_span_acc=res.best_metric,
+        )
     test = evaluate_aligner(
         model, processor, records["test"], images, batch_size=stage.train.eval_batch_size
     )
@@ -351,12 +379,9 @@ def train_jmasa_task(
         )
         return score_predictions(rows, tweets[split]), rows
 
-    if (final / "iea_model.json").is_file():
-        get_run_logger().info("jmasa %s already trained: reusing %s", key, final)
-        model, processor = load_trained(
-            final, device=settings.runtime.device, cache=settings.runtime.model_cache
-        )
-        result = {**json.loads((work / "result.json").read_text()), "reused": True}
+    reused = _reuse(work, settings, "jmasa")
+    if reused is not None:
+        model, processor, result = reused
     else:
         model, processor = _load_model(settings, "jmasa")
         before, _ = evaluate(model, "test")  # the untrained model: a floor to beat
@@ -371,24 +396,18 @@ def train_jmasa_task(
             evaluate=lambda m: evaluate(m)[0],
             select="jmasa_f1",
         )
-        save_trained(model, processor, final, base_ref=stage.model, seed=settings.runtime.seed)
-        write_stage(final, "jmasa", ablation=ablation)
-        (final / "config.json").write_text(json.dumps(settings.model_dump(mode="json")))
-        result = {
-            "steps": res.steps,
-            "best_epoch": res.best_epoch,
-            "best_dev_jmasa_f1": res.best_metric,
-            "history": res.history,
-            "train_seconds": res.seconds,
-            "train_examples": len(train_examples),
-            "train_tokens": res.train_tokens,
-            "resumed_from": res.resumed_from,
-            "train_samples_per_s": res.train_examples_seen / max(res.seconds, 1e-9),
-            "untrained_test_jmasa_f1": before["jmasa_f1"],
-            "ablation": ablation,
-        }
-        (work / "result.json").write_text(json.dumps(result, indent=2))
-        result["reused"] = False
+        result = _finish(
+            model,
+            processor,
+            work,
+            settings,
+            "jmasa",
+            res,
+            len(train_examples),
+            best_dev_jmasa_f1=res.best_metric,
+            untrained_test_jmasa_f1=before["jmasa_f1"],
+            ablation=ablation,
+        )
     test, rows = evaluate(model, "test")
     (work / "test_predictions.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
