@@ -44,10 +44,10 @@ class PascalImages:
 
     def _load(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
         if image_id not in self._cache:
-            from iea.data.pascal_context import IMAGE_DIR, LABEL_DIR, _load_label_map
+            from iea.data.pascal_context import IMAGE_DIR, LABEL_DIR, load_label_map
 
             rgb = load_rgb(self.root / IMAGE_DIR / f"{image_id}.jpg")
-            label_map = _load_label_map(self.root / LABEL_DIR / f"{image_id}.mat")
+            label_map = load_label_map(self.root / LABEL_DIR / f"{image_id}.mat")
             if isinstance(label_map, str):
                 raise ValueError(label_map)
             self._cache[image_id] = (rgb, label_map)

@@ -243,7 +243,7 @@ def _read_sample(root: Path, image_id: str, ctx: _Context) -> PascalSample | Qua
         return Quarantined(
             image_id, f"{mat_path}: no such file (image without label map)", "missing_label_map"
         )
-    stored = _load_label_map(mat_path)
+    stored = load_label_map(mat_path)
     if isinstance(stored, str):
         return Quarantined(image_id, stored, "bad_label_map")
     unknown = _unknown_indices(stored, ctx.known)
@@ -270,7 +270,7 @@ def _read_sample(root: Path, image_id: str, ctx: _Context) -> PascalSample | Qua
     return PascalSample(image_id, image_path, label_map, width, height)
 
 
-def _load_label_map(path: Path) -> np.ndarray | str:
+def load_label_map(path: Path) -> np.ndarray | str:
     """The stored ``LabelMap`` as an ``H x W`` int64 array, or the reason it is unusable."""
     try:
         data = scipy.io.loadmat(path)
