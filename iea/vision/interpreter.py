@@ -88,7 +88,12 @@ class ImageResult:
 
 
 class ImageInterpreter:
-    """Runs the stage with the settings' models, caching in ``store``."""
+    """Runs the stage with the settings' models, caching in ``store``.
+
+    Safe to share between threads: each model is loaded once, and one image's segmentation
+    (one ``generate`` of the mask generator) or interpretation (all its VLM batches) runs
+    under that model's lock, so images never see each other's model state.
+    """
 
     def __init__(self, settings: Settings, store: ArtifactStore, *, generator=None, vlm=None):
         """``generator`` (a mask generator) and ``vlm`` (anything with ``generate(images,
@@ -97,12 +102,19 @@ class ImageInterpreter:
         self.store = store
         self._generator = generator
         self._vlm = vlm
-        self._lock = threading.Lock()  # flows share one interpreter between threads
+        # Flows share one interpreter between threads, and neither model is safe to call from
+        # two threads at once: SAM's predictor keeps the current image's features between
+        # ``set_image`` and its predictions, and a VLM keeps per-call state during ``generate``
+        # (Qwen3-VL's ``rope_deltas`` live on the model). One lock per model makes loading it
+        # and one image's generation with it atomic; segmenting one image can still overlap
+        # interpreting another.
+        self._sam_lock = threading.Lock()
+        self._vlm_lock = threading.Lock()
 
     # ------------------------------------------------------------------ models (lazy)
     @property
     def generator(self):
-        with self._lock:
+        with self._sam_lock:
             return self._load_generator()
 
     def _load_generator(self):
@@ -116,9 +128,15 @@ class ImageInterpreter:
             self._generator = build_mask_generator(sam, seg)
         return self._generator
 
+    def _generate_masks(self, image: np.ndarray) -> list[dict]:
+        """SAM's automatic masks of one ``H x W x 3`` uint8 image, the whole ``generate`` call
+        under the SAM lock (``set_image`` and every prediction of this image together)."""
+        with self._sam_lock:
+            return self._load_generator().generate(image)
+
     @property
     def vlm(self):
-        with self._lock:
+        with self._vlm_lock:
             return self._load_vlm()
 
     def _load_vlm(self):
@@ -184,7 +202,7 @@ class ImageInterpreter:
         seg = self.settings.segment
         label_map, regions = segment_image(
             rgb,
-            lambda image: self.generator.generate(image),
+            self._generate_masks,
             seg.num_regions,
             max_side=seg.max_side,
             min_side=seg.min_side,
@@ -220,13 +238,14 @@ class ImageInterpreter:
         missing = [rid for rid in keys if rid not in found]
         if missing:
             interp = self.settings.interpreter
-            answers = interpret_crops(
-                self.vlm,
-                [crops[rid] for rid in missing],
-                prompts.INTERPRET_REGION,
-                interp.max_new_tokens,
-                interp.batch_size,
-            )
+            with self._vlm_lock:  # one image's crops, all batches, as one atomic call
+                answers = interpret_crops(
+                    self._load_vlm(),
+                    [crops[rid] for rid in missing],
+                    prompts.INTERPRET_REGION,
+                    interp.max_new_tokens,
+                    interp.batch_size,
+                )
             for rid, answer in zip(missing, answers, strict=True):
                 self.store.put(keys[rid], json.dumps(answer.to_json()).encode())
                 found[rid] = answer
