@@ -25,6 +25,9 @@ from iea.models.finetune import ENGINE_VERSION, FinetuneConfig, load_trained, sa
 from iea.predict import NEEDS_REGIONS, write_stage
 
 REGISTERED = {"aligner": "iea-aligner", "jmasa": "iea-jmasa"}
+ALIGNER_DEV_SELECTION = 2
+"""Version of the aligner's dev selection (in its model key): 2 = val positives and negatives
+scored by exact accuracy, no test fallback (1: val positives only, test when no val)."""
 
 
 def finetune_config(stage: ModelStageSettings, seed: int) -> FinetuneConfig:
@@ -173,8 +176,18 @@ def _finish(
 
 @task(cache_policy=NONE)
 def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
+    """Train (or reuse) the aligner on FGCA train rows with best-on-dev selection on val
+    (positives and seeded negatives, :func:`iea.align.training.dev_evaluator`), and score test.
+    Without a val split it trains without selection (the last epoch is kept): test never
+    selects."""
     from iea.align.records import FgcaRecord
-    from iea.align.training import PascalImages, evaluate_aligner, fgca_examples
+    from iea.align.training import (
+        DEV_SELECT,
+        PascalImages,
+        dev_evaluator,
+        evaluate_aligner,
+        fgca_examples,
+    )
     from iea.models.finetune import prepare_model, train
 
     logger = get_run_logger()
@@ -188,31 +201,46 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
     }
     images = PascalImages(root)
     stage = settings.aligner
-    cfg = finetune_config(stage, settings.runtime.seed)
-    key = model_key("aligner", settings, fgca["version"])
+    seed = settings.runtime.seed
+    cfg = finetune_config(stage, seed)
+    key = model_key(
+        "aligner",
+        settings,
+        fgca["version"],
+        {"negatives": stage.negatives, "dev_select": ALIGNER_DEV_SELECTION},
+    )
     work = Path(settings.fgca.work_dir).parent / "models" / "aligner" / key
     final = work / "model"
-    dev = records["val"] or records["test"]
     reused = _reuse(work, settings, "aligner")
     if reused is not None:
         model, processor, result = reused
     else:
-        examples = fgca_examples(
-            records["train"], images, negatives=0.3, seed=settings.runtime.seed
-        )
+        examples = fgca_examples(records["train"], images, negatives=stage.negatives, seed=seed)
         if stage.train.max_train_examples:
             examples = examples[: stage.train.max_train_examples]
         logger.info(
-            "aligner: %d training examples (%d FGCA rows)", len(examples), len(records["train"])
+            "aligner: %d training examples (%d FGCA rows, negatives %.2f)",
+            len(examples),
+            len(records["train"]),
+            stage.negatives,
         )
         model, processor = _load_model(settings, "aligner")
         model = prepare_model(model, cfg)
         t = stage.train
-
-        def evaluate(m):
-            r = evaluate_aligner(m, processor, dev, images, batch_size=t.eval_batch_size)
-            return {"span_acc": r["span_acc"], "valid": r["valid"]}
-
+        evaluate = dev_evaluator(
+            processor,
+            records,
+            images,
+            negatives=stage.negatives,
+            seed=seed,
+            batch_size=t.eval_batch_size,
+        )
+        if evaluate is None:
+            logger.warning(
+                "aligner: FGCA %s has no val rows: training without dev selection, keeping "
+                "the last epoch (the test split never selects a model)",
+                fgca["version"],
+            )
         model, res = train(
             model,
             processor,
@@ -220,8 +248,8 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
             cfg,
             out_dir=work,
             log=MlflowStepLogger(),
-            evaluate=evaluate if dev else None,
-            select="span_acc" if dev else None,
+            evaluate=evaluate,
+            select=DEV_SELECT if evaluate else None,
         )
         result = _finish(
             model,
@@ -231,16 +259,25 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
             "aligner",
             res,
             len(examples),
-            best_dev_span_acc=res.best_metric,
+            dev_select=DEV_SELECT if evaluate else None,
+            best_dev_metric=res.best_metric,
         )
     test = evaluate_aligner(
-        model, processor, records["test"], images, batch_size=stage.train.eval_batch_size
+        model,
+        processor,
+        records["test"],
+        images,
+        negatives=stage.negatives,
+        seed=seed,
+        batch_size=stage.train.eval_batch_size,
     )
     return {
         **result,
         "key": key,
         "model_dir": str(final),
         "test_span_acc": test["span_acc"],
+        "test_exact_acc": test["exact_acc"],
+        "test_false_alignment_rate": test["false_alignment_rate"],
         "test_valid": test["valid"],
     }
 
@@ -269,6 +306,8 @@ def aligner_training(
         mlflow.log_metrics(
             {
                 "test/span_acc": result["test_span_acc"],
+                "test/exact_acc": result["test_exact_acc"],
+                "test/false_alignment_rate": result["test_false_alignment_rate"],
                 "test/valid": result["test_valid"],
                 "train/seconds": result["train_seconds"],
             }
@@ -408,6 +447,8 @@ def train_jmasa_task(
             untrained_test_jmasa_f1=before["jmasa_f1"],
             ablation=ablation,
         )
+    # The kept weights on dev: with best-on-dev selection, the best epoch's dev score.
+    dev, _ = evaluate(model, "dev")
     test, rows = evaluate(model, "test")
     (work / "test_predictions.jsonl").write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -416,6 +457,7 @@ def train_jmasa_task(
         **result,
         "key": key,
         "model_dir": str(final),
+        "dev": dev,
         "test": test,
         "predictions": str(work / "test_predictions.jsonl"),
     }
@@ -507,6 +549,7 @@ def jmasa_finetune(
         result = train_jmasa_task(settings, examples, tweets, key, ablation)
         _log_history(result["history"])
         mlflow.log_metrics({f"test/{k}": v for k, v in result["test"].items()})
+        mlflow.log_metrics({f"selected/dev_{k}": v for k, v in result["dev"].items()})
         mlflow.log_metrics(
             {
                 "untrained/test_jmasa_f1": result["untrained_test_jmasa_f1"],
@@ -547,6 +590,7 @@ def jmasa_finetune(
         "run_id": run_id,
         "registered": registered,
         "key": key,
+        "dev": result["dev"],
         "test": result["test"],
         "untrained_test_jmasa_f1": result["untrained_test_jmasa_f1"],
         "best_epoch": result["best_epoch"],

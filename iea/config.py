@@ -136,6 +136,15 @@ class ModelStageSettings(_Section):
     """MLflow registered-model name (None: ``iea-aligner`` / ``iea-jmasa``)."""
 
 
+class AlignerSettings(ModelStageSettings):
+    """The aligner stage: a model stage plus its negatives."""
+
+    negatives: float = Field(0.3, ge=0, le=1)
+    """Probability that an FGCA row also yields a negative (its region with another image's
+    text that does not name its class, target "no phrase"): in training, and in the val rows
+    that dev selection scores (``iea.align.training``)."""
+
+
 class InterpreterSettings(_Section):
     model: str = "Qwen/Qwen3-VL-2B-Instruct"
     max_new_tokens: int = Field(64, ge=1)
@@ -209,7 +218,7 @@ class Settings(_Section):
     segment: SegmentSettings = SegmentSettings()
     filters: FilterSettings = FilterSettings()
     interpreter: InterpreterSettings = InterpreterSettings()
-    aligner: ModelStageSettings = ModelStageSettings(model="Qwen/Qwen3-VL-2B-Instruct")
+    aligner: AlignerSettings = AlignerSettings(model="Qwen/Qwen3-VL-2B-Instruct")
     jmasa: ModelStageSettings = ModelStageSettings(model="Qwen/Qwen3-VL-8B-Instruct")
     fgca: FgcaSettings = FgcaSettings()
     store: StoreSettings = StoreSettings()

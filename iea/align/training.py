@@ -5,13 +5,18 @@ Each FGCA record becomes one example ``[I, R, E, T] -> "start-end: words"``
 the record's class region (pixels outside the class gray, as the interpreter crops regions),
 the description and the text. Negatives teach "no phrase": with probability ``negatives`` a
 record also yields its region paired with the text of another image of the same split that does
-not mention the region's class, target :data:`iea.align.aligner.NO_PHRASE`.
+not mention the region's class, target :data:`iea.align.aligner.NO_PHRASE`
+(:func:`negative_pairs`, seeded).
+
+Dev selection scores the same two kinds of rows on the val split (its negatives drawn the same
+seeded way from val texts): :func:`alignment_scores` counts a negative right only when the answer
+names no phrase, so a model that aligns every region to some phrase is not selected for it.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,7 @@ from PIL import Image
 
 from iea.align.aligner import (
     NO_PHRASE,
+    AlignedSpan,
     AlignerExample,
     decode_answer,
     example_for_region,
@@ -74,6 +80,47 @@ def _engine_example(ex: AlignerExample, whole: Image.Image, crop: Image.Image) -
     return Example(ex.key, tuple(content), tuple(images), ex.target)
 
 
+def negative_pairs(
+    records: Sequence[FgcaRecord], negatives: float, seed: int
+) -> list[tuple[int, str]]:
+    """The seeded negatives of FGCA ``records`` (one split): ``(i, other_image_id)`` pairs.
+
+    For each record ``i`` in order, with probability ``negatives``, the text of another image of
+    ``records`` whose classes do not include the record's phrase (case-insensitive) is drawn,
+    uniformly among such images in sorted id order. Records with no such image get none.
+    Depends only on ``(records, negatives, seed)``: training rows and dev rows are built alike.
+
+    Returns:
+        At most one pair per record, in increasing ``i``.
+
+    Raises:
+        ValueError: ``negatives`` outside [0, 1].
+    """
+    if not 0.0 <= negatives <= 1.0:
+        raise ValueError(f"negatives must be in [0, 1], got {negatives!r}")
+    rng = random.Random(seed)
+    classes: dict[str, set[str]] = {}
+    for r in records:
+        classes.setdefault(r.image_id, set()).add(r.phrase.lower())
+    pairs = []
+    for i, r in enumerate(records):
+        if negatives and rng.random() < negatives:
+            others = [o for o in classes if o != r.image_id and r.phrase.lower() not in classes[o]]
+            if others:
+                pairs.append((i, rng.choice(sorted(others))))
+    return pairs
+
+
+def _texts(records: Sequence[FgcaRecord]) -> dict[str, str]:
+    return {r.image_id: r.text for r in records}
+
+
+def _negative(record: FgcaRecord, other: str, text: str) -> AlignerExample:
+    """``record``'s region with the text of image ``other``; target NO_PHRASE."""
+    neg = example_for_region(text.split(), record.image_id, record.region_id, record.description)
+    return replace(neg, target=NO_PHRASE, key=f"{neg.key}~{other}")
+
+
 def fgca_examples(
     records: Sequence[FgcaRecord],
     images: PascalImages,
@@ -81,34 +128,51 @@ def fgca_examples(
     negatives: float = 0.0,
     seed: int = 0,
 ) -> list[Example]:
-    """Engine examples of FGCA ``records`` (plus seeded negatives, see the module docstring).
+    """Engine examples of FGCA ``records``, each followed by its negative when
+    :func:`negative_pairs` draws one (see the module docstring).
 
     Raises:
-        ValueError: a record whose span does not hold its phrase (named), or an image whose
-            label map cannot be read.
+        ValueError: a record whose span does not hold its phrase (named), an image whose
+            label map cannot be read, or ``negatives`` outside [0, 1].
     """
-    if not 0.0 <= negatives <= 1.0:
-        raise ValueError(f"negatives must be in [0, 1], got {negatives!r}")
-    rng = random.Random(seed)
-    texts: dict[str, str] = {}
-    classes: dict[str, set[str]] = {}
-    for r in records:
-        texts[r.image_id] = r.text
-        classes.setdefault(r.image_id, set()).add(r.phrase.lower())
+    paired = dict(negative_pairs(records, negatives, seed))
+    texts = _texts(records)
     out = []
-    for r in records:
+    for i, r in enumerate(records):
         whole, crop = images.image(r.image_id), images.crop(r.image_id, r.class_id, r.bbox)
         out.append(_engine_example(example_from_fgca(r), whole, crop))
-        if negatives and rng.random() < negatives:
-            others = [i for i in texts if i != r.image_id and r.phrase.lower() not in classes[i]]
-            if others:
-                other = rng.choice(sorted(others))
-                neg = example_for_region(
-                    texts[other].split(), r.image_id, r.region_id, r.description
-                )
-                neg = replace(neg, target=NO_PHRASE, key=f"{neg.key}~{other}")
-                out.append(_engine_example(neg, whole, crop))
+        if i in paired:
+            other = paired[i]
+            out.append(_engine_example(_negative(r, other, texts[other]), whole, crop))
     return out
+
+
+def alignment_scores(
+    predictions: Sequence[AlignedSpan | None], gold: Sequence[tuple[int, int] | None]
+) -> dict[str, float]:
+    """Scores of decoded aligner answers against gold word spans (None: a negative, whose only
+    right answer is no phrase; an undecodable answer counts as no phrase, as downstream).
+
+    Returns:
+        ``{"exact_acc": share of all items right (spans equal, or both None),
+        "span_acc": the same over positives only, "false_alignment_rate": share of negatives
+        answered with a phrase, "positives": count, "negatives": count}``; a share over no
+        items is 0.0.
+
+    Raises:
+        ValueError: the two sequences differ in length.
+    """
+    if len(predictions) != len(gold):
+        raise ValueError(f"{len(predictions)} predictions for {len(gold)} gold spans")
+    pos = [(p, g) for p, g in zip(predictions, gold, strict=True) if g is not None]
+    neg = [p for p, g in zip(predictions, gold, strict=True) if g is None]
+    return {
+        "exact_acc": span_accuracy(predictions, gold),
+        "span_acc": span_accuracy([p for p, _ in pos], [g for _, g in pos]),
+        "false_alignment_rate": sum(p is not None for p in neg) / len(neg) if neg else 0.0,
+        "positives": len(pos),
+        "negatives": len(neg),
+    }
 
 
 def evaluate_aligner(
@@ -117,29 +181,84 @@ def evaluate_aligner(
     records: Sequence[FgcaRecord],
     images: PascalImages,
     *,
+    negatives: float = 0.0,
+    seed: int = 0,
     max_new_tokens: int = 24,
     batch_size: int = 8,
 ) -> dict[str, Any]:
-    """Exact word-span accuracy of the aligner on FGCA ``records`` (and the answers).
+    """Score the aligner on FGCA ``records`` (positives) and on their seeded negatives
+    (:func:`negative_pairs` with ``negatives`` and ``seed``, texts of the same records).
 
     Returns:
-        ``{"span_acc": float, "valid": share of answers that decode, "answers": [str]}``.
+        :func:`alignment_scores` plus ``"valid"`` (share of positives' answers that decode)
+        and ``"answers"`` (the generated texts: positives in record order, then negatives).
     """
+    texts = _texts(records)
+    rows: list[tuple[AlignerExample, FgcaRecord, list[str], tuple[int, int] | None]] = [
+        (example_from_fgca(r), r, r.text.split(), (r.word_start, r.word_end)) for r in records
+    ]
+    for i, other in negative_pairs(records, negatives, seed):
+        r = records[i]
+        rows.append((_negative(r, other, texts[other]), r, texts[other].split(), None))
     examples = [
         _engine_example(
-            replace(example_from_fgca(r), target=""),
+            replace(ex, target=""),
             images.image(r.image_id),
             images.crop(r.image_id, r.class_id, r.bbox),
         )
-        for r in records
+        for ex, r, _, _ in rows
     ]
     answers = generate(
         model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
-    decoded = [decode_answer(a, r.text.split()) for a, r in zip(answers, records, strict=True)]
-    gold = [(r.word_start, r.word_end) for r in records]
+    decoded = [decode_answer(a, toks) for a, (_, _, toks, _) in zip(answers, rows, strict=True)]
+    gold = [g for *_, g in rows]
+    positives = [d for d, g in zip(decoded, gold, strict=True) if g is not None]
     return {
-        "span_acc": span_accuracy(decoded, gold),
-        "valid": sum(d is not None for d in decoded) / max(1, len(decoded)),
+        **alignment_scores(decoded, gold),
+        "valid": sum(d is not None for d in positives) / max(1, len(positives)),
         "answers": answers,
     }
+
+
+DEV_SELECT = "exact_acc"
+"""The dev metric the aligner's best epoch is selected on (:func:`alignment_scores`)."""
+DEV_METRICS: tuple[str, ...] = ("exact_acc", "span_acc", "false_alignment_rate", "valid")
+"""The dev metrics reported per epoch."""
+
+
+def dev_evaluator(
+    processor: Any,
+    splits: Mapping[str, Sequence[FgcaRecord]],
+    images: PascalImages,
+    *,
+    negatives: float,
+    seed: int,
+    max_new_tokens: int = 24,
+    batch_size: int = 8,
+) -> Callable[[Any], dict[str, float]] | None:
+    """The engine's per-epoch ``evaluate`` for aligner dev selection, or None.
+
+    It scores the ``"val"`` split only: its positives plus its negatives drawn like training's
+    (``negatives``, ``seed``, val texts), returning :data:`DEV_METRICS`; select on
+    :data:`DEV_SELECT`. Without val rows there is no dev selection (None: train and keep the
+    last epoch); the test split is never read here, so no selection sees it.
+    """
+    dev = list(splits.get("val") or [])
+    if not dev:
+        return None
+
+    def evaluate(model: Any) -> dict[str, float]:
+        r = evaluate_aligner(
+            model,
+            processor,
+            dev,
+            images,
+            negatives=negatives,
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
+        return {k: float(r[k]) for k in DEV_METRICS}
+
+    return evaluate

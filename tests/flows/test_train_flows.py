@@ -44,6 +44,25 @@ def trained(overrides):
     return jmasa_finetune(DEMO, overrides)
 
 
+def _check_best_on_dev(dev_f1: list[float], best_epoch: int, kept_dev_f1: float) -> None:
+    """Best-on-dev selection kept the best epoch, not the last: ``dev_f1[e - 1]`` is epoch
+    ``e``'s dev JMASA F1 as logged during training, ``best_epoch`` the epoch the flow reports
+    (1-based), and ``kept_dev_f1`` the dev F1 of the returned weights, evaluated again after
+    training. The engine keeps the first of equal bests."""
+    best = max(dev_f1)
+    assert best_epoch == 1 + dev_f1.index(best), (best_epoch, dev_f1)
+    assert kept_dev_f1 == pytest.approx(best, abs=1e-9), (kept_dev_f1, dev_f1)
+
+
+def test_best_on_dev_check_fails_on_the_last_epoch_kept():
+    """The check has teeth: keeping the last epoch, or reporting another epoch, fails it."""
+    _check_best_on_dev([0.2, 0.6, 0.5], 2, 0.6)
+    _check_best_on_dev([0.2, 0.6, 0.6], 2, 0.6)
+    for best_epoch, kept in ((3, 0.5), (2, 0.5), (3, 0.6), (1, 0.6)):
+        with pytest.raises(AssertionError):
+            _check_best_on_dev([0.2, 0.6, 0.5], best_epoch, kept)
+
+
 def test_demo_jmasa_learns_and_both_models_are_registered(trained, workdir):
     test = trained["test"]
     assert test["jmasa_f1"] >= 0.8, test
@@ -64,9 +83,9 @@ def test_demo_jmasa_learns_and_both_models_are_registered(trained, workdir):
     assert run.inputs.dataset_inputs[0].dataset.digest == trained["dataset_version"]
     history = client.get_metric_history(trained["run_id"], "dev/jmasa_f1")
     assert len(history) == 30  # one per epoch: best-on-dev selection saw every epoch
-    assert max(h.value for h in history) == pytest.approx(
-        max(h.value for h in history if h.step <= 30 * 25)
-    )
+    dev_f1 = [h.value for h in sorted(history, key=lambda h: h.step)]
+    _check_best_on_dev(dev_f1, trained["best_epoch"], trained["dev"]["jmasa_f1"])
+    assert run.data.metrics["selected/dev_jmasa_f1"] == pytest.approx(max(dev_f1))
     version = client.get_model_version("iea-jmasa", "1")
     assert version.tags["dataset.version"] == trained["dataset_version"]
     assert float(version.tags["test.jmasa_f1"]) == pytest.approx(test["jmasa_f1"], abs=1e-4)
