@@ -49,11 +49,15 @@ def prepare_pascal(settings: Settings) -> Path:
     if f.source == "files":
         return Path(f.root)
     from iea.data.pascal_context import generate_pascal_context
+    from iea.data.world import WORLD_VERSION
 
-    out = Path(f.work_dir) / f"pascal-synthetic-s{settings.runtime.seed}-n{f.synthetic_images}"
+    out = (
+        Path(f.work_dir)
+        / f"pascal-synthetic-s{f.synthetic_seed}-n{f.synthetic_images}-{WORLD_VERSION}"
+    )
     if not (out / ".complete").exists():
         get_run_logger().info("generating a synthetic PASCAL-Context in %s", out)
-        generate_pascal_context(out, n_images=f.synthetic_images, seed=settings.runtime.seed)
+        generate_pascal_context(out, n_images=f.synthetic_images, seed=f.synthetic_seed)
         (out / ".complete").touch()
     return out
 

@@ -34,10 +34,11 @@ def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
     if data.source == "files":
         return Path(data.src), (Path(data.images) if data.images else None)
     syn = data.synthetic
+    world = synthetic.WorldSettings(syn.text_polarity_rate, dict(syn.distractors))
     out = (
         Path(data.work_dir)
         / "synthetic"
-        / f"{data.format}-s{syn.seed}-{syn.n_train}-{syn.n_dev}-{syn.n_test}"
+        / f"{data.format}-s{syn.seed}-{syn.n_train}-{syn.n_dev}-{syn.n_test}-{world.digest()}"
     )
     done = out / ".complete"
     if not done.exists():
@@ -50,6 +51,7 @@ def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
             seed=syn.seed,
             fmt=data.format,
             image_size=syn.image_size,
+            world=world,
         )
         done.touch()
     return out / "annotations", out / "images"

@@ -47,6 +47,21 @@ class SyntheticTwitterSettings(_Section):
     seed: int = 13
     image_size: tuple[int, int] = (320, 240)
     """(width, height) in pixels of the generated images."""
+    text_polarity_rate: float = Field(0.3, ge=0.0, le=1.0)
+    """Share of aspects whose clause carries their polarity (the rest: polarity-free text)."""
+    distractors: dict[Literal["speck", "blurred", "faint"], float] = {
+        "speck": 0.5,
+        "blurred": 0.4,
+        "faint": 0.4,
+    }
+    """Per image, the probability of each distractor kind (``iea.data.world``)."""
+
+    @model_validator(mode="after")
+    def _rates_are_probabilities(self) -> SyntheticTwitterSettings:
+        bad = {k: v for k, v in self.distractors.items() if not 0.0 <= v <= 1.0}
+        if bad:
+            raise ValueError(f"distractor rates must be in [0, 1], got {bad}")
+        return self
 
 
 class TwitterDataSettings(_Section):
@@ -172,6 +187,8 @@ class FgcaSettings(_Section):
     subset: Literal["59", "all"] = "59"
     synthetic_images: int = Field(60, ge=3)
     """Images the synthetic PASCAL-Context generator draws when ``source`` is synthetic."""
+    synthetic_seed: int = Field(0, ge=0)
+    """Seed of the synthetic PASCAL-Context images (the controlled world's FGCA side)."""
     min_region_area: int = Field(100, ge=1)
     """Class regions smaller than this (pixels) are not regions."""
     max_attempts: int = Field(3, ge=1)

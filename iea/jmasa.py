@@ -50,10 +50,16 @@ class TweetInput:
 
 
 def tweet_inputs(
-    tweets: Sequence[Tweet], images_dir: str | Path, interpreter: Any | None
+    tweets: Sequence[Tweet],
+    images_dir: str | Path,
+    interpreter: Any | None,
+    *,
+    whole_image: bool = False,
 ) -> list[TweetInput]:
     """Load each tweet's image and, with an ``interpreter`` (:class:`ImageInterpreter`), its
     kept regions: masked crops, bboxes and descriptions ``E`` (cached by the interpreter).
+    With ``whole_image`` (the ``no_segmentation`` ablation) the whole image is the one region
+    (:meth:`ImageInterpreter.run_whole`).
 
     Images are loaded once per image id (tweets may share one).
 
@@ -61,7 +67,7 @@ def tweet_inputs(
         iea.data.images.ImageDecodeError: an image is missing or cannot be decoded (named).
     """
     from iea.data.images import load_rgb
-    from iea.vision.interpret import region_crop
+    from iea.data.regions import region_crop
 
     images_dir = Path(images_dir)
     by_image: dict[str, tuple[Image.Image, tuple[RegionView, ...]]] = {}
@@ -72,7 +78,7 @@ def tweet_inputs(
             if interpreter is None:
                 by_image[tweet.image_id] = (Image.fromarray(load_rgb(path)), ())
             else:
-                res = interpreter.run(path)
+                res = interpreter.run_whole(path) if whole_image else interpreter.run(path)
                 views = tuple(
                     RegionView(
                         r.id,

@@ -23,7 +23,10 @@ from iea.models.finetune import load_trained
 STAGE_FILE = "iea_stage.json"
 """Written next to a trained model: ``{"stage": "jmasa" | "aligner", "ablation": ...}``."""
 
-NEEDS_REGIONS = frozenset({"full", "no_interpretation", "no_nmi"})
+NEEDS_REGIONS = frozenset({"full", "no_interpretation", "no_nmi", "no_segmentation"})
+"""Ablations whose instructions hold image regions (interpreted and aligned)."""
+WHOLE_IMAGE = frozenset({"no_segmentation"})
+"""Ablations without SAM: the whole image is the one region, interpreted and aligned."""
 """Ablations whose instruction holds region crops (the others need no SAM and no aligner)."""
 
 
@@ -93,7 +96,12 @@ class JmasaPredictor:
         image = Path(image)
         tweet = Tweet(base_id(image.name, tokens), tokens, image.name)
         regions = self.ablation in NEEDS_REGIONS
-        inputs = tweet_inputs([tweet], image.parent, self.interpreter if regions else None)
+        inputs = tweet_inputs(
+            [tweet],
+            image.parent,
+            self.interpreter if regions else None,
+            whole_image=self.ablation in WHOLE_IMAGE,
+        )
         aligned = [[]]
         if regions and self.aligner is not None:
             aligned = align_regions(*self.aligner, inputs)

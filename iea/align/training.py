@@ -35,9 +35,9 @@ from iea.align.aligner import (
 )
 from iea.align.records import FgcaRecord
 from iea.data.images import load_rgb
+from iea.data.regions import region_crop
 from iea.models.finetune import Example, generate
 from iea.nmi import ImagePart
-from iea.vision.interpret import region_crop
 from iea.vision.segment import Region
 
 

@@ -23,7 +23,6 @@ deterministic by seed (byte-identical files), so the reader is tested on the rea
 
 from __future__ import annotations
 
-import colorsys
 import io
 import re
 from collections.abc import Iterable, Iterator
@@ -31,14 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 import scipy.io
 from PIL import Image
 
 from iea.data.images import ImageDecodeError, load_rgb
 from iea.data.pascal_classes import PASCAL_CONTEXT_59
-from iea.vision.segment import Region
+from iea.data.regions import Region
+from iea.data.world import POLARITIES, WORLD_CLASSES, paint, place_boxes, shape_mask
 
 LABELS_FILE = "labels.txt"
 SUBSET_FILE = "59_labels.txt"
@@ -380,65 +379,32 @@ SYNTHETIC_LABELS: dict[int, str] = {
 """The synthetic ``labels.txt``: the 59 subset plus :data:`EXTRA_CLASSES`, alphabetical and
 1-based like the release, so subset indices are not contiguous."""
 BACKGROUND_CLASSES: tuple[str, ...] = ("sky", "grass", "wall", "ground", "road", "water")
-OBJECT_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "book", "bottle", "bus", "car", "cat", "chair", "cow",
-    "cup", "dog", "flower", "horse", "motorbike", "person", "pottedplant", "rock", "sheep", "sign",
-    "sofa", "table", "train", "tree", "tvmonitor",
-)  # fmt: skip
+OBJECT_CLASSES: tuple[str, ...] = WORLD_CLASSES
+"""The object classes drawn: the controlled world's vocabulary (:mod:`iea.data.world`)."""
 EXTRA_PROBABILITY = 0.1
 """Chance that an object slot holds a class of :data:`EXTRA_CLASSES`."""
-NOISE_SIGMA = 12.0
-"""Gray-level noise (std, 0..255 units) on every pixel: Laplacian variance ~20 sigma^2 before
-JPEG, well above 100 after it, so clarity filters keep every region."""
+NOISE_SIGMA = 9.0
+"""Gray-level noise (std, 0..255 units) on background pixels: Laplacian variance ~20 sigma^2
+before JPEG, well above 100 after it, so clarity filters keep every region."""
+EXTRA_COLOUR = (150, 150, 150)
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by iea.data.pascal_context".ljust(116, b" ")
 _INDEX = {name: i for i, name in SYNTHETIC_LABELS.items()}
 _BACKGROUND_COLOURS = {
     "sky": (170, 200, 235),
-    "grass": (70, 120, 60),
+    "grass": (120, 150, 105),
     "wall": (200, 190, 170),
-    "ground": (140, 110, 80),
-    "road": (90, 90, 95),
-    "water": (50, 90, 150),
+    "ground": (160, 135, 110),
+    "road": (110, 110, 115),
+    "water": (110, 140, 180),
 }
 
 
 def class_colour(index: int) -> tuple[int, int, int]:
-    """The RGB colour (0..255) a synthetic class is painted with: a muted natural colour for
-    :data:`BACKGROUND_CLASSES`, otherwise a saturated hue spread by the golden ratio, so objects
-    stand out from the background."""
+    """The RGB colour (0..255) a synthetic background class is painted with (muted, so the
+    world's polarity colours stand out); objects are painted by :func:`iea.data.world.paint`
+    in a polarity colour instead, extra classes in :data:`EXTRA_COLOUR`."""
     name = SYNTHETIC_LABELS.get(index, "")
-    if name in _BACKGROUND_COLOURS:
-        return _BACKGROUND_COLOURS[name]
-    r, g, b = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.8, 0.9)
-    return round(r * 255), round(g * 255), round(b * 255)
-
-
-def _shape_mask(rng: np.random.Generator, box: tuple[int, int, int, int], shape: tuple[int, int]):
-    """A filled ellipse, rectangle or star-shaped polygon inside ``box`` = (x, y, w, h); the
-    mask is ``H x W`` bool, drawn without anti-aliasing."""
-    x, y, w, h = box
-    mask = np.zeros(shape, dtype=bool)
-    kind = int(rng.integers(3))
-    if kind == 0:
-        yy, xx = np.ogrid[y : y + h, x : x + w]
-        cx, cy = x + w / 2, y + h / 2
-        mask[y : y + h, x : x + w] = ((xx + 0.5 - cx) / (w / 2)) ** 2 + (
-            (yy + 0.5 - cy) / (h / 2)
-        ) ** 2 <= 1.0
-    elif kind == 1:
-        mask[y : y + h, x : x + w] = True
-    else:
-        n = int(rng.integers(5, 9))
-        # Evenly spread angles with jitter keep the polygon star-shaped and not a sliver.
-        angles = (np.arange(n) + rng.uniform(-0.3, 0.3, n)) * (2 * np.pi / n)
-        radii = rng.uniform(0.55, 1.0, n)
-        px = x + w / 2 + np.cos(angles) * radii * (w / 2 - 0.5)
-        py = y + h / 2 + np.sin(angles) * radii * (h / 2 - 0.5)
-        points = np.round(np.stack([px, py], axis=1)).astype(np.int32)
-        canvas = np.zeros(shape, dtype=np.uint8)
-        cv2.fillPoly(canvas, [points], 1, lineType=cv2.LINE_8)
-        mask = canvas.astype(bool)
-    return mask
+    return _BACKGROUND_COLOURS.get(name, EXTRA_COLOUR)
 
 
 def draw_synthetic_sample(
@@ -450,11 +416,12 @@ def draw_synthetic_sample(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw synthetic image ``index``: its label map and the image painted from it.
 
-    A background class of :data:`BACKGROUND_CLASSES` fills the frame; ``n - 1`` object classes
-    (``n`` uniform in ``classes_per_image``, inclusive) are drawn as filled shapes, one per
-    vertical strip so none hides another. The image colours each pixel by its class
-    (:func:`class_colour`) plus gray noise, so image and label map agree pixel for pixel
-    (before JPEG). Depends only on ``(seed, index)``.
+    A background class of :data:`BACKGROUND_CLASSES` fills the frame (its colour plus gray
+    noise); ``n - 1`` object classes of the world (``n`` uniform in ``classes_per_image``,
+    inclusive) are drawn one per vertical strip, each with its class's shape and texture in a
+    random polarity colour (:func:`iea.data.world.paint`); an object slot holds an
+    :data:`EXTRA_CLASSES` class (a plain gray ellipse) with :data:`EXTRA_PROBABILITY`. Image
+    and label map agree pixel for pixel (before JPEG). Depends only on ``(seed, index)``.
 
     Args:
         image_size: ``(W, H)`` in pixels.
@@ -467,28 +434,30 @@ def draw_synthetic_sample(
     lo, hi = classes_per_image
     rng = np.random.default_rng([seed, index])
     n_objects = int(rng.integers(lo, hi + 1)) - 1
-    background = BACKGROUND_CLASSES[int(rng.integers(len(BACKGROUND_CLASSES)))]
+    bg = BACKGROUND_CLASSES[int(rng.integers(len(BACKGROUND_CLASSES)))]
     names = [str(n) for n in rng.choice(OBJECT_CLASSES, size=n_objects, replace=False)]
     extras = list(EXTRA_CLASSES)
     for k in range(n_objects):
         if rng.random() < EXTRA_PROBABILITY and extras:
             names[k] = extras.pop(int(rng.integers(len(extras))))
-    label_map = np.full((height, width), _INDEX[background], dtype=np.uint16)
-    for k, name in enumerate(names):
-        x0, x1 = k * width // n_objects, (k + 1) * width // n_objects
-        cell = x1 - x0
-        w = max(2, int(rng.integers(cell // 2, max(cell // 2 + 1, cell * 9 // 10))))
-        h_lo, h_hi = height * 35 // 100, height * 8 // 10
-        h = max(2, int(rng.integers(h_lo, max(h_lo + 1, h_hi))))
-        x = x0 + int(rng.integers(0, max(1, cell - w)))
-        y = int(rng.integers(0, max(1, height - h)))
-        box = (x, y, min(w, width - x), min(h, height - y))
-        label_map[_shape_mask(rng, box, label_map.shape)] = _INDEX[name]
-    palette = np.zeros((len(SYNTHETIC_LABELS) + 1, 3), dtype=np.float64)
-    for i in SYNTHETIC_LABELS:
-        palette[i] = class_colour(i)
-    noise = rng.normal(0.0, NOISE_SIGMA, size=(height, width, 1))
-    rgb = np.clip(np.round(palette[label_map] + noise), 0, 255).astype(np.uint8)
+    label_map = np.full((height, width), _INDEX[bg], dtype=np.uint16)
+    colour = np.array(_BACKGROUND_COLOURS[bg], dtype=np.float64)
+    canvas = colour[None, None, :] + rng.normal(0.0, NOISE_SIGMA, size=(height, width, 1))
+    canvas = np.broadcast_to(canvas, (height, width, 3)).copy()
+    min_side = max(2, min(44, width // max(1, n_objects) - 6, height // 2))
+    boxes = place_boxes(rng, n_objects, image_size, min_side=min_side) if n_objects else []
+    for name, box in zip(names, boxes, strict=True):
+        x, y, w, h = box
+        box = (x, y, max(1, min(w, width - x)), max(1, min(h, height - y)))
+        if name in WORLD_CLASSES:
+            mask = paint(canvas, rng, name, str(rng.choice(POLARITIES)), box)
+        else:
+            mask = shape_mask("ellipse", box, image_size)
+            canvas[mask] = np.array(EXTRA_COLOUR, dtype=np.float64) + rng.normal(
+                0.0, NOISE_SIGMA, size=(int(mask.sum()), 1)
+            )
+        label_map[mask] = _INDEX[name]
+    rgb = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
     return label_map, rgb
 
 

@@ -1,67 +1,64 @@
-"""A small synthetic Twitter-like dataset: templated tweets + drawn images, in a public format.
+"""The synthetic Twitter-like dataset of the controlled world (:mod:`iea.data.world`).
 
-Deterministic by seed. Each aspect of a tweet is drawn in its image as one shape whose colour
-follows the aspect's polarity (POS green, NEU grey-blue, NEG red) over a textured background,
-so later stages have a visual signal to find; the template's cue words carry the same polarity
-in the text. The files are written in one of the public formats and read back like real data.
+Deterministic by seed. Every aspect term is an object phrase of the world ("my dog",
+"the old bus"): the class name with an optional modifier, the span covering both. Each aspect
+is drawn in the tweet's image as its class's shape and texture in its polarity's colour, objects
+shuffled left to right (their order says nothing about the text's), and a tweet's aspects do not
+all share one polarity when it has several, so only the region of an aspect tells its polarity.
+
+The text carries an aspect's polarity (a cue clause such as "love {x}" or "{x} is awful") for
+only a fraction ``text_polarity_rate`` of the aspects; the others sit in polarity-free clauses
+("saw {x} today"), so text alone cannot score well. Distractors (:data:`DISTRACTOR_KINDS`:
+specks, blurred and faint copies of a mentioned class in another polarity) appear at the rates
+given. The files are written in one of the public formats and read back like real data.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from iea.data.records import SPLITS, Aspect, Tweet, base_id
 from iea.data.twitter import split_file, write_file
+from iea.data.world import (
+    DISTRACTOR_KINDS,
+    POLARITIES,
+    WORLD_CLASSES,
+    WORLD_VERSION,
+    draw_scene,
+    sample_distractors,
+)
 
-NAMES = [
-    "David Beckham",
-    "Emma Watson",
-    "Chuck Bass",
-    "Lydia",
-    "Barbara Hepworth",
-    "Taylor Swift",
-    "LeBron James",
-    "Serena Williams",
-    "Oklahoma",
-    "New York City",
-    "Paris",
-    "the Lakers",
-    "Manchester United",
-    "Tribeca Film Festival",
-    "Apple",
-    "Starbucks",
-    "# MCM",
-    "# WorldCup",
-    "Jessica Fortner",
-    "Obama",
-    "London",
-    "Real Madrid",
-    "Chicago",
-    "Adele",
-]
-# Each template: (text with {0}, {1} slots, polarity of each slot).
-TEMPLATES: list[tuple[str, tuple[str, ...]]] = [
-    ("RT @ fan : {0} is everything !", ("POS",)),
-    ("Spent the morning on a sofa with {0}", ("POS",)),
-    ("So proud of {0} tonight , amazing win", ("POS",)),
-    ("Loved every minute with {0} : )", ("POS",)),
-    ("{0} ruined the whole night again", ("NEG",)),
-    ("Terrible news from {0} , so sad", ("NEG",)),
-    ("Worst service ever at {0} # fail", ("NEG",)),
-    ("{0} arrives in {1} for the summit", ("NEU", "NEU")),
-    ("Photos from {0} taken on Monday", ("NEU",)),
-    ("{0} meets {1} at the premiere", ("NEU", "NEU")),
-    ("Great game by {0} but {1} was awful", ("POS", "NEG")),
-    ("{0} was brilliant while {1} looked lost", ("POS", "NEG")),
-    ("Live from {0} : {1} is on stage now", ("NEU", "NEU")),
-    ("Happy birthday {0} ! Love from {1}", ("POS", "NEU")),
-]
-COLOURS = {"POS": (40, 200, 60), "NEU": (90, 110, 160), "NEG": (220, 40, 40)}
+MODIFIERS: tuple[str, ...] = ("", "my", "the", "the old", "our", "this", "a big", "the little")
+"""Words put before a class name in an aspect term ("" = the bare class name)."""
+CUE_CLAUSES: dict[str, tuple[str, ...]] = {
+    "POS": ("love {} so much", "{} is amazing", "so happy with {}", "{} made my day"),
+    "NEU": ("{} is just ordinary", "nothing special about {}", "{} is okay I guess"),
+    "NEG": ("hate {}", "{} is awful", "so sad about {}", "{} ruined my day"),
+}
+"""Clauses whose words carry the aspect's polarity."""
+PLAIN_CLAUSES: tuple[str, ...] = (
+    "saw {} today",
+    "look at {}",
+    "{} was there",
+    "here is {}",
+    "a photo of {}",
+    "met {} again",
+    "{} next to the window",
+    "spent the morning with {}",
+)
+"""Polarity-free clauses: the text says nothing about the aspect's polarity."""
+OPENERS: tuple[str, ...] = ("", "", "RT @ fan :", "Morning !", "# weekend", "Guess what :")
+JOINERS: tuple[str, ...] = ("and", ",", "while", "but")
+CLOSERS: tuple[str, ...] = ("", "", "!", "# photo", "# pic", "today")
+ASPECT_COUNTS = (1, 2, 3)
+ASPECT_WEIGHTS = (0.3, 0.45, 0.25)
 
 
 @dataclass(frozen=True)
@@ -73,51 +70,106 @@ class SyntheticDataset:
     format: str
 
 
-def make_tweet(rng: random.Random, index: int) -> Tweet:
-    """One templated tweet with its gold aspects (word spans, polarity)."""
-    template, pols = rng.choice(TEMPLATES)
-    names = rng.sample(NAMES, len(pols))
-    tokens: list[str] = []
+@dataclass(frozen=True)
+class WorldSettings:
+    """How the tweets of the world are made (mirrors ``data.synthetic`` in the settings)."""
+
+    text_polarity_rate: float = 0.3
+    """Share of aspects whose clause carries their polarity."""
+    distractors: dict[str, float] = field(
+        default_factory=lambda: {"speck": 0.5, "blurred": 0.4, "faint": 0.4}
+    )
+    """Per image, the probability of each distractor kind."""
+
+    def digest(self) -> str:
+        """8 hex digits naming these settings and :data:`~iea.data.world.WORLD_VERSION`."""
+        blob = json.dumps(
+            [WORLD_VERSION, self.text_polarity_rate, sorted(self.distractors.items())]
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.text_polarity_rate <= 1.0:
+            raise ValueError(f"text_polarity_rate must be in [0, 1], got {self.text_polarity_rate}")
+        for kind, rate in self.distractors.items():
+            if kind not in DISTRACTOR_KINDS:
+                raise ValueError(f"unknown distractor kind {kind!r}: one of {DISTRACTOR_KINDS}")
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"distractor rate {kind} must be in [0, 1], got {rate}")
+
+
+def aspect_class(tokens: tuple[str, ...] | list[str], aspect: Aspect) -> str:
+    """The world class an aspect term names: its last word (``the old bus`` -> ``bus``).
+
+    Raises:
+        ValueError: the term's last word is no class of :data:`WORLD_CLASSES`.
+    """
+    word = tokens[aspect.end - 1]
+    if word not in WORLD_CLASSES:
+        raise ValueError(f"aspect {' '.join(tokens[aspect.start : aspect.end])!r} names no class")
+    return word
+
+
+def _polarities(rng: random.Random, n: int) -> list[str]:
+    while True:
+        pols = [rng.choice(POLARITIES) for _ in range(n)]
+        if n == 1 or len(set(pols)) > 1:
+            return pols
+
+
+def make_tweet(rng: random.Random, index: int, world: WorldSettings | None = None) -> Tweet:
+    """One tweet of the world with its gold aspects (word spans, polarity)."""
+    world = world or WorldSettings()
+    n = rng.choices(ASPECT_COUNTS, ASPECT_WEIGHTS)[0]
+    classes = rng.sample(WORLD_CLASSES, n)
+    pols = _polarities(rng, n)
+    tokens: list[str] = rng.choice(OPENERS).split()
     aspects = []
-    for piece in template.split():
-        if piece.startswith("{") and piece.endswith("}"):
-            k = int(piece[1:-1])
-            words = names[k].split()
-            aspects.append(Aspect(len(tokens), len(tokens) + len(words), pols[k]))
-            tokens.extend(words)
-        else:
-            tokens.append(piece)
+    for k, (name, pol) in enumerate(zip(classes, pols, strict=True)):
+        if k:
+            tokens.append(rng.choice(JOINERS))
+        cued = rng.random() < world.text_polarity_rate
+        clause = rng.choice(CUE_CLAUSES[pol] if cued else PLAIN_CLAUSES)
+        term = f"{rng.choice(MODIFIERS)} {name}".split()
+        for piece in clause.split():
+            if piece == "{}":
+                aspects.append(Aspect(len(tokens), len(tokens) + len(term), pol))
+                tokens.extend(term)
+            else:
+                tokens.append(piece)
+    tokens += rng.choice(CLOSERS).split()
     image_id = f"syn_{index:05d}.jpg"
     return Tweet(base_id(image_id, tokens), tuple(tokens), image_id, tuple(sorted(aspects)))
 
 
-def draw_image(tweet: Tweet, size: tuple[int, int], seed: int) -> Image.Image:
-    """A textured background with one polarity-coloured shape per aspect. ``size`` = (W, H) px."""
-    width, height = size
+def draw_image(
+    tweet: Tweet, size: tuple[int, int], seed: int, world: WorldSettings | None = None
+) -> Image.Image:
+    """The tweet's image: its aspects' objects (shuffled left to right) and the distractors.
+    ``size`` = (W, H) px."""
+    world = world or WorldSettings()
     nrng = np.random.default_rng(seed)
-    base = nrng.integers(150, 230, size=3)
-    noise = nrng.normal(0, 18, size=(height, width, 1))
-    pixels = np.clip(base[None, None, :] + noise, 0, 255).astype(np.uint8)
-    im = Image.fromarray(pixels, "RGB")
-    draw = ImageDraw.Draw(im)
-    n = max(1, len(tweet.aspects))
-    for k, aspect in enumerate(tweet.aspects):
-        cell = width // n
-        w = int(nrng.integers(cell // 2, max(cell // 2 + 1, cell - 8)))
-        h = int(nrng.integers(height // 3, height - 20))
-        x0 = k * cell + int(nrng.integers(0, max(1, cell - w)))
-        y0 = int(nrng.integers(5, max(6, height - h - 5)))
-        box = (x0, y0, x0 + w, y0 + h)
-        colour = COLOURS[aspect.polarity]
-        if k % 3 == 0:
-            draw.ellipse(box, fill=colour, outline=(0, 0, 0), width=3)
-        elif k % 3 == 1:
-            draw.rectangle(box, fill=colour, outline=(0, 0, 0), width=3)
-        else:
-            draw.polygon(
-                [(x0, y0 + h), (x0 + w // 2, y0), (x0 + w, y0 + h)], fill=colour, outline=(0, 0, 0)
-            )
-    return im
+    objects = [(aspect_class(tweet.tokens, a), a.polarity) for a in tweet.aspects]
+    order = nrng.permutation(len(objects))
+    objects = [objects[i] for i in order]
+    distractors = (
+        sample_distractors(
+            nrng, world.distractors, [o[0] for o in objects], [o[1] for o in objects]
+        )
+        if objects
+        else []
+    )
+    rgb, _, _ = draw_scene(nrng, objects, distractors, size)
+    return Image.fromarray(rgb, "RGB")
+
+
+def corpus_texts(n: int = 400, seed: int = 0) -> list[str]:
+    """Texts of the world for training a tokenizer: tweets, clauses and phrases."""
+    rng = random.Random(seed)
+    texts = [make_tweet(rng, i).text for i in range(n)]
+    texts += [c for cs in CUE_CLAUSES.values() for c in cs] + list(PLAIN_CLAUSES)
+    texts += [f"{m} {c}".strip() for m in MODIFIERS for c in WORLD_CLASSES]
+    return texts
 
 
 def generate(
@@ -129,9 +181,11 @@ def generate(
     seed: int = 13,
     fmt: str = "vlp",
     image_size: tuple[int, int] = (320, 240),
+    world: WorldSettings | None = None,
 ) -> SyntheticDataset:
     """Write ``out/annotations/<split files>`` in ``fmt`` and ``out/images/*.jpg``."""
     out = Path(out)
+    world = world or WorldSettings()
     rng = random.Random(seed)
     counts = {"train": n_train, "dev": n_dev, "test": n_test}
     ann, img = out / "annotations", out / "images"
@@ -140,8 +194,8 @@ def generate(
     for split in SPLITS:
         tweets = []
         for _ in range(counts[split]):
-            tweet = make_tweet(rng, index)
-            draw_image(tweet, image_size, seed * 100_003 + index).save(
+            tweet = make_tweet(rng, index, world)
+            draw_image(tweet, image_size, seed * 100_003 + index, world).save(
                 img / tweet.image_id, quality=90
             )
             tweets.append(tweet)

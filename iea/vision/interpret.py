@@ -17,13 +17,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from iea.vision.segment import Region
+from iea.data.regions import region_crop
 
-OUTSIDE_GRAY = 128
+__all__ = ["Interpretation", "interpret_crops", "parse_answer", "region_crop"]
+
 MAX_RAW_CHARS = 500
-MAX_ASPECT = 20
-"""Crops longer than this times their width (or vice versa) are padded with gray: VLM image
-processors reject extreme aspect ratios (Qwen3-VL's above 200)."""
 _SENTIMENT = {"positive": "POS", "neutral": "NEU", "negative": "NEG"}
 _FIELD = re.compile(
     r"^\s*(description|sentiment|score)\s*[:=]\s*(.*?)\s*$", re.IGNORECASE | re.MULTILINE
@@ -79,29 +77,6 @@ def parse_answer(raw: str) -> Interpretation:
     if m:
         score = float(min(1.0, max(-1.0, float(m.group(0)))))
     return Interpretation(description, polarity, score, True, raw)
-
-
-def region_crop(rgb: np.ndarray, label_map: np.ndarray, region: Region) -> np.ndarray:
-    """The ``h x w x 3`` uint8 bbox crop of ``region`` with outside pixels set to gray."""
-    x, y, w, h = region.bbox
-    crop = rgb[y : y + h, x : x + w].copy()
-    crop[label_map[y : y + h, x : x + w] != region.id] = OUTSIDE_GRAY
-    return pad_to_aspect(crop, MAX_ASPECT)
-
-
-def pad_to_aspect(crop: np.ndarray, max_aspect: float) -> np.ndarray:
-    """Pad the short side of an ``h x w x 3`` crop with gray (centred) so that
-    ``max(h, w) / min(h, w) <= max_aspect``."""
-    h, w = crop.shape[:2]
-    if max(h, w) <= max_aspect * min(h, w):
-        return crop
-    if h < w:
-        new_h = int(np.ceil(w / max_aspect))
-        top = (new_h - h) // 2
-        return np.pad(crop, ((top, new_h - h - top), (0, 0), (0, 0)), constant_values=OUTSIDE_GRAY)
-    new_w = int(np.ceil(h / max_aspect))
-    left = (new_w - w) // 2
-    return np.pad(crop, ((0, 0), (left, new_w - w - left), (0, 0)), constant_values=OUTSIDE_GRAY)
 
 
 def interpret_crops(

@@ -17,42 +17,16 @@ clarity filters apply to it as to any region.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
+from iea.data.regions import Region
+
 BACKGROUND_ID = 0
 BACKGROUND_SCORE = 1.0
 POSTPROCESS_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Region:
-    """One region of an image (pixel units of the original, EXIF-upright image).
-
-    ``bbox`` is ``[x, y, w, h]`` (XYWH, top-left origin, inclusive extent ``w x h``);
-    ``area`` is the number of pixels; ``laplacian_var`` is filled in by
-    :func:`iea.vision.filters.laplacian_variances`.
-    """
-
-    id: int
-    bbox: tuple[int, int, int, int]
-    area: int
-    predicted_iou: float
-    stability_score: float
-    is_background: bool
-    laplacian_var: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["bbox"] = list(self.bbox)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Region:
-        return cls(**{**d, "bbox": tuple(d["bbox"])})
 
 
 def postprocess(
