@@ -280,7 +280,7 @@ def fgca_build(
 
     rt = settings.runtime
     prepare_tiny(
-        [settings.fgca.llm, settings.interpreter.model],
+        [settings.segment.sam, settings.fgca.llm, settings.interpreter.model],
         seed=rt.seed,
         cache=rt.model_cache,
         progress=_progress,
@@ -352,7 +352,12 @@ def _prepare(config: Path, overrides: list[str] | None):
     except ConfigError as e:
         _fail(e)
     rt = settings.runtime
-    refs = [settings.fgca.llm, settings.interpreter.model, settings.aligner.model]
+    refs = [
+        settings.segment.sam,
+        settings.fgca.llm,
+        settings.interpreter.model,
+        settings.aligner.model,
+    ]
     prepare_tiny(
         [*refs, settings.jmasa.model], seed=rt.seed, cache=rt.model_cache, progress=_progress
     )
@@ -377,7 +382,8 @@ def train_jmasa(
     ablation: str = typer.Option(
         "full",
         "--ablation",
-        help="full, no_segmentation, no_interpretation, no_nmi or no_aligner_nmi (Table 3)",
+        help="full, no_segmentation, no_interpretation, no_nmi, no_aligner_nmi (Table 3) or "
+        "text_only",
     ),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
@@ -391,6 +397,66 @@ def train_jmasa(
     from flows.train import jmasa_finetune
 
     _run_flow(jmasa_finetune, str(config), list(overrides or []), ablation=ablation)
+
+
+experiment_app = typer.Typer(help="Experiments: the paper's claims, measured over seeds.")
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("ablations")
+def experiment_ablations(
+    config: Path = typer.Option(..., "--config"),
+    seeds: int = typer.Option(3, "--seeds", help="JMASA training seeds 0..N-1 per row"),
+    rows: str = typer.Option(
+        ",".join(
+            (
+                "full",
+                "no_segmentation",
+                "no_interpretation",
+                "no_nmi",
+                "no_aligner_nmi",
+                "text_only",
+            )
+        ),
+        "--rows",
+        help="comma-separated ablations (Table 3 rows and text_only)",
+    ),
+    fractions: str = typer.Option(
+        "0.25,0.5", "--fractions", help="shares of the training tweets (Figure 5), besides 1.0"
+    ),
+    thresholds: bool = typer.Option(True, "--thresholds/--no-thresholds"),
+    out: Path = typer.Option(Path("outputs/experiment.md"), "--out"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Train each Table 3 row (and text-only) for several seeds, the data-efficiency rows and
+    the threshold rows; print and write the mean ± sd table and which orderings hold."""
+    from iea.nmi import ABLATIONS
+
+    wanted = [r.strip() for r in rows.split(",") if r.strip()]
+    bad = [r for r in wanted if r not in ABLATIONS]
+    if bad:
+        _fail(f"unknown rows {bad}: one of {', '.join(ABLATIONS)}")
+    try:
+        shares = [float(f) for f in fractions.split(",") if f.strip()]
+    except ValueError:
+        _fail(f"--fractions must be numbers in (0, 1], got {fractions!r}")
+    if any(not 0 < f <= 1 for f in shares):
+        _fail(f"--fractions must be in (0, 1], got {shares}")
+    if seeds < 1:
+        _fail("--seeds must be >= 1")
+    _prepare(config, overrides)
+    from flows.experiment import ablation_experiment
+
+    _run_flow(
+        ablation_experiment,
+        str(config),
+        list(overrides or []),
+        seeds=list(range(seeds)),
+        rows=wanted,
+        fractions=shares,
+        thresholds=thresholds,
+        out=str(out),
+    )
 
 
 @app.command("predict")

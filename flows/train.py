@@ -22,7 +22,7 @@ from prefect.cache_policies import NONE
 from flows import tracking
 from iea.config import ModelStageSettings, Settings, load_settings
 from iea.models.finetune import ENGINE_VERSION, FinetuneConfig, load_trained, save_trained
-from iea.predict import NEEDS_REGIONS, write_stage
+from iea.predict import NEEDS_REGIONS, WHOLE_IMAGE, write_stage
 
 REGISTERED = {"aligner": "iea-aligner", "jmasa": "iea-jmasa"}
 ALIGNER_DEV_SELECTION = 2
@@ -31,8 +31,10 @@ scored by exact accuracy, no test fallback (1: val positives only, test when no 
 
 
 def finetune_config(stage: ModelStageSettings, seed: int) -> FinetuneConfig:
-    """The engine settings of a stage (``aligner`` / ``jmasa``) from the typed config."""
+    """The engine settings of a stage (``aligner`` / ``jmasa``) from the typed config;
+    ``seed`` (``runtime.seed``) unless the stage's ``train.seed`` is set."""
     t, lo = stage.train, stage.lora
+    seed = seed if t.seed is None else t.seed
     return FinetuneConfig(
         epochs=t.epochs,
         learning_rate=t.learning_rate,
@@ -360,14 +362,17 @@ def _dataset(name: str, version: str, uri: str):
 
 
 @task(cache_policy=NONE)
-def tweet_inputs_task(settings: Settings, tweets: list, images_dir: Path, regions: bool) -> list:
-    """Per tweet: the whole image and, when ``regions``, its kept regions (interpreter, cached)."""
+def tweet_inputs_task(
+    settings: Settings, tweets: list, images_dir: Path, regions: bool, whole_image: bool = False
+) -> list:
+    """Per tweet: the whole image and, when ``regions``, its kept regions (interpreter, cached);
+    with ``whole_image`` the whole image is the one region (``no_segmentation``)."""
     from iea.jmasa import tweet_inputs
     from iea.store import open_store
     from iea.vision.interpreter import ImageInterpreter
 
     interpreter = ImageInterpreter(settings, open_store(settings.store)) if regions else None
-    return tweet_inputs(tweets, images_dir, interpreter)
+    return tweet_inputs(tweets, images_dir, interpreter, whole_image=whole_image)
 
 
 @task(cache_policy=NONE)
@@ -497,7 +502,8 @@ def jmasa_finetune(
     }
     regions = ablation in NEEDS_REGIONS
     aligner = aligner_training(config, overrides) if regions else None
-    inputs = {s: tweet_inputs_task(settings, tweets[s], images_dir, regions) for s in SPLITS}
+    whole = ablation in WHOLE_IMAGE
+    inputs = {s: tweet_inputs_task(settings, tweets[s], images_dir, regions, whole) for s in SPLITS}
     aligned = {
         s: align_task(settings, aligner, inputs[s]) if regions else [[] for _ in inputs[s]]
         for s in SPLITS

@@ -139,6 +139,9 @@ class TrainSettings(_Section):
     """Longest generated answer when evaluating and predicting (tokens)."""
     max_train_examples: int | None = Field(None, ge=1)
     """Cap on training examples (None: all), for quick runs."""
+    seed: int | None = Field(None, ge=0)
+    """Seed of this stage's training (initialisation of the adapters, data order); None:
+    ``runtime.seed``. Experiments vary it to repeat a training over fixed upstream stages."""
 
 
 class ModelStageSettings(_Section):

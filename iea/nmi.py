@@ -25,7 +25,8 @@ Layout of ``"full"`` (``<image>`` / ``<region k>`` are the image placeholders, a
 * No aligned region: header, whole image, plain text.
 * The header depends on the ablation only (never on whether a tweet has regions):
   :data:`NMI_HEADER` for ``full`` / ``no_interpretation`` / ``no_segmentation``,
-  :data:`APPENDED_HEADER` for ``no_nmi``, :data:`TASK_HEADER` for ``no_aligner_nmi``.
+  :data:`APPENDED_HEADER` for ``no_nmi``, :data:`TASK_HEADER` for ``no_aligner_nmi`` and
+  ``text_only``.
 
 Ablations (the paper's Table 3 rows), selected by name from :data:`ABLATIONS`:
 
@@ -36,6 +37,7 @@ Ablations (the paper's Table 3 rows), selected by name from :data:`ABLATIONS`:
 * ``no_nmi``: the plain text, then (when there are regions) a line ``Regions:`` followed by all
   region groups (with ``E``) in ascending region id order, instead of next to their phrases.
 * ``no_aligner_nmi``: whole image and plain text only (no region images, no descriptions).
+* ``text_only``: not a row of the paper's Table 3, a floor beside it: the text alone, no image.
 
 Spans are validated for every ablation, so one bad alignment fails the same way everywhere.
 The target is ``iea.metrics.format_pairs`` of the gold (aspect term, polarity) pairs, the term
@@ -60,6 +62,7 @@ ABLATIONS: tuple[str, ...] = (
     "no_interpretation",
     "no_nmi",
     "no_aligner_nmi",
+    "text_only",
 )
 TASK_HEADER = "Find every aspect term in the text and its sentiment (POS, NEU or NEG)."
 NMI_HEADER = TASK_HEADER + " Each region of the image follows the phrase it shows."
@@ -268,6 +271,10 @@ def _layout_plain(tokens: Sequence[str], aligned: Sequence[AlignedRegion]) -> li
     return _start(TASK_HEADER) + _words(tokens)
 
 
+def _layout_text_only(tokens: Sequence[str], aligned: Sequence[AlignedRegion]) -> list[Part]:
+    return [TextPart(TASK_HEADER + "\nText:"), *_words(tokens)]
+
+
 def _layout_no_nmi(tokens: Sequence[str], aligned: Sequence[AlignedRegion]) -> list[Part]:
     parts = _start(APPENDED_HEADER) + _words(tokens)
     if aligned:
@@ -283,6 +290,7 @@ _LAYOUTS = {
     "no_interpretation": partial(_inline, describe=False),
     "no_nmi": _layout_no_nmi,
     "no_aligner_nmi": _layout_plain,
+    "text_only": _layout_text_only,
 }
 
 

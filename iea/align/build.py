@@ -24,7 +24,8 @@ from iea.align.records import FgcaRecord
 from iea.config import Settings
 from iea.data.images import ImageDecodeError, load_rgb
 from iea.data.pascal_classes import class_phrase
-from iea.models.tiny import TINY_VERSION
+from iea.models.refs import tiny_identity
+from iea.models.tiny import TINY_BUILDERS
 from iea.store import ArtifactStore
 from iea.vision.interpreter import ImageInterpreter
 
@@ -92,7 +93,9 @@ class FgcaBuilder:
                 {
                     "llm": f.llm,
                     # a tiny model's weights change with its recipe, not its name
-                    "tiny_version": TINY_VERSION if f.llm.startswith("tiny-") else None,
+                    "tiny_version": (
+                        tiny_identity(f.llm, seed=rt.seed) if f.llm in TINY_BUILDERS else None
+                    ),
                     "seed": rt.seed,
                     "prompt": prompts.FGCA_PROMPT_VERSION,
                     "synthesis": f.model_dump(

@@ -198,15 +198,46 @@ def hub_offline() -> bool:
     )
 
 
+def _source_digest(modules: tuple[str, ...]) -> str:
+    """8 hex digits of the source text of ``modules`` (found without importing them)."""
+    import hashlib
+    import importlib.util
+
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"tiny-model recipe module {name!r} not found")
+        h.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
+    return h.hexdigest()[:8]
+
+
+def tiny_identity(name: str, *, seed: int = 0) -> str:
+    """The folder name of tiny model ``name`` at ``seed``: what its weights are, for cache keys
+    (``<name>-seed<seed>-v<TINY_VERSION>``, plus ``-<hash of the recipe's source>`` for the
+    trained recipes)."""
+    if name not in TINY_BUILDERS:
+        raise ValueError(
+            f"unknown tiny model {name!r}: known tiny models are {', '.join(sorted(TINY_BUILDERS))}"
+        )
+    spec = TINY_BUILDERS[name]
+    tail = f"-{_source_digest(spec.sources)}" if spec.sources else ""
+    return f"{name}-seed{seed}-v{TINY_VERSION}{tail}"
+
+
+def _built(path: Path) -> bool:
+    return (path / "config.json").is_file() or (path / "spec.json").is_file()
+
+
 def tiny_path(name: str, *, seed: int = 0, cache: str | Path | None = None) -> Path:
-    """``<cache>/<name>-seed<seed>-v<TINY_VERSION>`` (whether or not it is built yet)."""
+    """``<cache>/<tiny_identity(name, seed)>`` (whether or not it is built yet)."""
     if name not in TINY_BUILDERS:
         raise ValueError(
             f"unknown tiny model {name!r}: known tiny models are {', '.join(sorted(TINY_BUILDERS))}"
         )
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
-    return cache_dir(cache) / f"{name}-seed{seed}-v{TINY_VERSION}"
+    return cache_dir(cache) / tiny_identity(name, seed=seed)
 
 
 def ensure_tiny(name: str, *, seed: int = 0, cache: str | Path | None = None) -> Path:
@@ -217,21 +248,28 @@ def ensure_tiny(name: str, *, seed: int = 0, cache: str | Path | None = None) ->
     other build is discarded.
     """
     final = tiny_path(name, seed=seed, cache=cache)
-    if (final / "config.json").is_file():
+    if _built(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
-        TINY_BUILDERS[name][1](tmp, seed)
+        _builder(name)(tmp, seed)
         BUILD_COUNTS[name] += 1
         try:
             os.rename(tmp, final)
         except OSError:
-            if not (final / "config.json").is_file():
+            if not _built(final):
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _builder(name: str) -> Callable[[str | Path, int], Path]:
+    import importlib
+
+    module, _, function = TINY_BUILDERS[name].builder.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def prepare_tiny(
@@ -254,10 +292,12 @@ def prepare_tiny(
     for ref in dict.fromkeys(refs):
         if kind_of_or_none(ref) != "tiny" or ref not in TINY_BUILDERS:
             continue
-        if (tiny_path(ref, seed=seed, cache=cache) / "config.json").is_file():
+        if _built(tiny_path(ref, seed=seed, cache=cache)):
             continue
         if progress is not None:
-            progress(f"building {ref} (seed {seed}) into {cache_dir(cache)}: once per cache")
+            minutes = TINY_BUILDERS[ref].minutes
+            about = f", about {minutes:g} min on 2 CPU cores" if minutes else ""
+            progress(f"building {ref} (seed {seed}) into {cache_dir(cache)}: once per cache{about}")
         ensure_tiny(ref, seed=seed, cache=cache)
         built.append(ref)
     return built
@@ -296,11 +336,10 @@ def _load(
     seed: int,
 ) -> tuple[Any, Any]:
     kind = kind_of(ref)
-    if kind == "tiny" and TINY_BUILDERS[ref][0] != want:
-        raise ValueError(
-            f"{ref!r} is a {TINY_BUILDERS[ref][0]} tiny model, not a {want}: use "
-            + ("load_vlm" if TINY_BUILDERS[ref][0] == "vlm" else "load_causal_lm")
-        )
+    if kind == "tiny" and TINY_BUILDERS[ref].kind != want:
+        have = TINY_BUILDERS[ref].kind
+        use = {"vlm": "load_vlm", "causal_lm": "load_causal_lm", "sam": "iea.models.sam.load_sam"}
+        raise ValueError(f"{ref!r} is a {have} tiny model, not a {want}: use {use[have]}")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     source, where = _locate(ref, kind, seed, cache)

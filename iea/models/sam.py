@@ -1,5 +1,7 @@
 """SAM models by reference: ``vit_h`` / ``vit_l`` / ``vit_b`` (+ checkpoint) or ``tiny-sam``.
 
+``tiny-sam-world`` is that architecture trained on the controlled world
+(:mod:`iea.recipes.sam`), built once into the model cache by :func:`iea.models.refs.ensure_tiny`.
 Real variants are built by segment-anything's own registry (``sam_model_registry``) from their
 official ``.pth`` checkpoints. ``tiny-sam`` is the same architecture (segment-anything's
 ``ImageEncoderViT`` / ``PromptEncoder`` / ``MaskDecoder`` classes) at small sizes, randomly
@@ -20,7 +22,8 @@ from typing import Any
 
 import torch
 
-from iea.models.refs import LOAD_COUNTS, ModelNotAvailable, cache_dir, resolve_device
+from iea.models.refs import LOAD_COUNTS, ModelNotAvailable, cache_dir, ensure_tiny, resolve_device
+from iea.models.tiny import TINY_BUILDERS
 
 SAM_VARIANTS: tuple[str, ...] = ("vit_h", "vit_l", "vit_b")
 TINY_SAM_VERSION = 1
@@ -147,8 +150,15 @@ def load_sam(
                 "internet and set segment.sam_checkpoint, or use segment.sam=tiny-sam"
             )
         sam = sam_model_registry[ref](checkpoint=str(checkpoint))
-    elif ref == "tiny-sam" or Path(ref).is_dir():
-        folder = tiny_sam_dir(seed, cache) if ref == "tiny-sam" else Path(ref)
+    elif ref == "tiny-sam" or ref in TINY_BUILDERS or Path(ref).is_dir():
+        if ref == "tiny-sam":
+            folder = tiny_sam_dir(seed, cache)
+        elif ref in TINY_BUILDERS:
+            if TINY_BUILDERS[ref].kind != "sam":
+                raise ValueError(f"{ref!r} is a {TINY_BUILDERS[ref].kind} tiny model, not a SAM")
+            folder = ensure_tiny(ref, seed=seed, cache=cache)
+        else:
+            folder = Path(ref)
         if not (folder / "spec.json").is_file() or not (folder / "sam.pth").is_file():
             raise ModelNotAvailable(f"SAM folder {folder}: needs spec.json and sam.pth")
         spec = json.loads((folder / "spec.json").read_text())
@@ -156,7 +166,7 @@ def load_sam(
     else:
         raise ValueError(
             f"unknown SAM reference {ref!r}: use one of {', '.join(SAM_VARIANTS)}, tiny-sam, "
-            "or a folder with spec.json + sam.pth"
+            "tiny-sam-world, or a folder with spec.json + sam.pth"
         )
     LOAD_COUNTS[f"sam:{ref}"] += 1
     return sam.to(resolve_device(device)).eval()

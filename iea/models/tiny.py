@@ -12,19 +12,19 @@ is built, so cached builds of the old recipe are not reused.
 
 from __future__ import annotations
 
-import random
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from transformers import PreTrainedTokenizerFast
 
-TINY_VERSION = 2
+TINY_VERSION = 3
 """Part of every tiny cache directory name: bump it when the recipe below changes."""
 
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -162,13 +162,13 @@ def chat_template(*, thinking_switch: bool) -> str:
 
 
 def tokenizer_corpus(n_tweets: int = 400, seed: int = 0) -> list[str]:
-    """The tokenizer's training texts: templated tweets, names, prompt phrases and characters."""
-    from iea.data.synthetic import NAMES, TEMPLATES, make_tweet
+    """The tokenizer's training texts: tweets and phrases of the controlled world
+    (:mod:`iea.data.synthetic`), its region descriptions, prompt phrases and characters."""
+    from iea.data.synthetic import corpus_texts
+    from iea.data.world import POLARITIES, WORLD_CLASSES, describe
 
-    rng = random.Random(seed)
-    corpus = [make_tweet(rng, i).text for i in range(n_tweets)]
-    corpus += NAMES
-    corpus += [t for t, _ in TEMPLATES]
+    corpus = corpus_texts(n_tweets, seed)
+    corpus += [describe(c, p) for c in WORLD_CLASSES for p in POLARITIES] * 4
     corpus += _PROMPT_PHRASES
     corpus.append(_CHARACTERS)
     return corpus
@@ -333,18 +333,40 @@ def _save(path: Path, model: Any, processor: Any) -> None:
     processor.save_pretrained(path)
 
 
-def build_tiny_qwen3_fgca(path: str | Path, seed: int) -> Path:
-    """``tiny-qwen3`` for ``seed``, then fully fine-tuned to write FGCA texts (copy the class
-    phrases of :func:`iea.align.prompts.build_prompt` into a tweet-like sentence); see
-    :mod:`iea.align.copier` (about 90 s on two CPU cores; ``train_report.json`` in ``path``)."""
-    from iea.align.copier import build_tiny_qwen3_fgca as build
+@dataclass(frozen=True)
+class TinySpec:
+    """How a ``tiny-…`` reference is built.
 
-    return build(path, seed)
+    ``kind``: what it is (``vlm``, ``causal_lm`` or ``sam``); ``builder``: ``"module:function"``
+    of a ``builder(path, seed) -> path`` (named, not imported: the trained recipes in
+    :mod:`iea.recipes` use the models package, so it cannot import them); ``sources``: the
+    modules whose source text decides what is built (hashed into the cache folder name, so a
+    changed recipe is rebuilt without a hand-bumped version); ``minutes``: a rough build time
+    on two CPU cores, for messages.
+    """
+
+    kind: str
+    builder: str
+    sources: tuple[str, ...] = ()
+    minutes: float = 0.0
 
 
-TINY_BUILDERS: dict[str, tuple[str, Callable[[str | Path, int], Path]]] = {
-    "tiny-qwen3-vl": ("vlm", build_tiny_qwen3_vl),
-    "tiny-qwen3": ("causal_lm", build_tiny_qwen3),
-    "tiny-qwen3-fgca": ("causal_lm", build_tiny_qwen3_fgca),
+TINY_BUILDERS: dict[str, TinySpec] = {
+    "tiny-qwen3-vl": TinySpec("vlm", "iea.models.tiny:build_tiny_qwen3_vl"),
+    "tiny-qwen3": TinySpec("causal_lm", "iea.models.tiny:build_tiny_qwen3"),
+    "tiny-qwen3-fgca": TinySpec(
+        "causal_lm", "iea.align.copier:build_tiny_qwen3_fgca", ("iea.align.copier",), 1.7
+    ),
+    "tiny-qwen3-vl-interp": TinySpec(
+        "vlm",
+        "iea.recipes.interpreter:build",
+        ("iea.recipes.interpreter", "iea.recipes.sam", "iea.data.world", "iea.vision.prompts"),
+        2.0,
+    ),
+    "tiny-sam-world": TinySpec(
+        "sam", "iea.recipes.sam:build", ("iea.recipes.sam", "iea.data.world"), 4.0
+    ),
 }
-"""``tiny-…`` reference -> (what it is: ``vlm`` or ``causal_lm``, builder(path, seed))."""
+"""``tiny-…`` reference -> its :class:`TinySpec`. ``tiny-qwen3-fgca`` is ``tiny-qwen3``
+trained to write FGCA texts (:mod:`iea.align.copier`); ``tiny-qwen3-vl-interp`` interprets
+regions of the controlled world and ``tiny-sam-world`` segments it (:mod:`iea.recipes`)."""

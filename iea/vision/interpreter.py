@@ -26,8 +26,9 @@ import numpy as np
 
 from iea.config import Settings
 from iea.data.images import load_rgb
+from iea.models.refs import tiny_identity
 from iea.models.sam import TINY_SAM_VERSION
-from iea.models.tiny import TINY_VERSION
+from iea.models.tiny import TINY_BUILDERS, TINY_VERSION
 from iea.store import ArtifactStore
 from iea.vision import prompts
 from iea.vision.filters import RegionFeatures, Thresholds, drop_reasons, laplacian_variances
@@ -169,7 +170,7 @@ class ImageInterpreter:
             "checkpoint": ckpt_id,
             "seed": rt.seed,
             # a tiny model's weights change with its recipe, not its name
-            "tiny_version": TINY_SAM_VERSION if seg.sam == "tiny-sam" else None,
+            "tiny_version": _tiny_identity(seg.sam, rt.seed, TINY_SAM_VERSION),
             "settings": seg.model_dump(mode="json", exclude={"sam", "sam_checkpoint"}),
             "postprocess": POSTPROCESS_VERSION,
         }
@@ -183,7 +184,7 @@ class ImageInterpreter:
             {
                 "crop": h.hexdigest(),
                 "model": interp.model,
-                "tiny_version": TINY_VERSION if interp.model.startswith("tiny-") else None,
+                "tiny_version": _tiny_identity(interp.model, rt.seed, TINY_VERSION),
                 "seed": rt.seed,
                 "prompt": prompts.PROMPT_VERSION,
                 "max_new_tokens": interp.max_new_tokens,
@@ -282,6 +283,36 @@ class ImageInterpreter:
             rgb=rgb,
         )
 
+    def run_whole(self, image: Path) -> ImageResult:
+        """No segmentation (the ``no_segmentation`` ablation): the whole image is the one
+        region (id 0, the full frame), interpreted like any region; no filter applies (there is
+        no SAM score, and the frame is neither small nor a cut-out).
+
+        Raises:
+            ImageDecodeError: the file cannot be decoded (names the file and the reason).
+        """
+        rgb = load_rgb(image)
+        sha = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+        height, width = rgb.shape[:2]
+        label_map = np.zeros((height, width), dtype=np.int32)
+        region = Region(0, (0, 0, width, height), width * height, 1.0, 1.0, True)
+        interpretations, misses = self.interpret(rgb, label_map, [region])
+        return ImageResult(
+            image=str(image),
+            image_sha256=sha,
+            size=(width, height),
+            label_map=label_map,
+            regions=[region],
+            reasons=[[]],
+            interpretations=interpretations,
+            cache={
+                "segmentation": "none",
+                "interpretations_hit": 1 - misses,
+                "interpretations_miss": misses,
+            },
+            rgb=rgb,
+        )
+
 
 def write_outputs(result: ImageResult, out: Path) -> dict[str, Path]:
     """Write ``regions.json``, ``regions.png`` (label map: pixel value = region id) and
@@ -302,6 +333,14 @@ def write_outputs(result: ImageResult, out: Path) -> dict[str, Path]:
         rgb, result.label_map, result.regions, result.reasons, result.interpretations
     ).save(paths["overlay"])
     return paths
+
+
+def _tiny_identity(ref: str, seed: int, legacy: int) -> str | int | None:
+    """What a tiny reference's weights are (its cache folder name, which carries its recipe's
+    source hash); None for real models, whose name and checkpoint say it."""
+    if ref in TINY_BUILDERS:
+        return tiny_identity(ref, seed=seed)
+    return legacy if ref.startswith("tiny-") else None
 
 
 def _digest(parts: dict[str, Any]) -> str:

@@ -23,7 +23,10 @@ DEMO = str(REPO / "configs" / "demo.yaml")
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, model_cache):
-    prepare_tiny(["tiny-qwen3-fgca", "tiny-qwen3-vl"], cache=model_cache)
+    prepare_tiny(
+        ["tiny-sam-world", "tiny-qwen3-fgca", "tiny-qwen3-vl", "tiny-qwen3-vl-interp"],
+        cache=model_cache,
+    )
     return tmp_path_factory.mktemp("train")
 
 
@@ -105,7 +108,7 @@ def test_predict_from_the_registry_uri(trained, workdir, tmp_path):
         [
             "predict",
             "--image", str(images[-1]),
-            "--text", "Great game by David Beckham but Real Madrid was awful",
+            "--text", "love my dog so much but the old bus is awful",
             "--model", "models:/iea-jmasa/1",
             "--tracking-uri", f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
             "--out", str(out),
@@ -115,8 +118,8 @@ def test_predict_from_the_registry_uri(trained, workdir, tmp_path):
     result = json.loads(res.stdout)
     assert result["parsed"] and result["ablation"] == "full"
     # both aspects are found and placed on the tweet's words (their polarities are the model's)
-    assert {p["term"] for p in result["pairs"]} == {"David Beckham", "Real Madrid"}, result
-    assert {(p["from"], p["to"]) for p in result["pairs"]} == {(3, 5), (6, 8)}
+    assert {p["term"] for p in result["pairs"]} == {"my dog", "the old bus"}, result
+    assert {(p["from"], p["to"]) for p in result["pairs"]} == {(1, 3), (6, 9)}
     assert (out / "overlay.png").is_file() and (out / "prediction.json").is_file()
 
     # the same model as a plain pyfunc, and as a trained folder with its aligner
@@ -159,9 +162,9 @@ def test_an_ablation_logs_its_own_run_and_a_rerun_reuses_the_model(trained, over
 
 
 def test_dir_the_image_decides_the_polarity(trained, workdir):
-    """DIR: one neutral-worded text on images drawn for POS, NEU and NEG tweets. The synthetic
-    images colour each aspect's shape by its polarity, and the demo model reads it: the
-    predicted polarity follows the image, not the words."""
+    """DIR: a polarity-free text naming an image's one object, on images drawn for POS, NEU and
+    NEG tweets. The world paints each object in its polarity's colour and the text says nothing
+    about it, so the predicted polarity must come from the image (through the region)."""
     import pandas as pd
 
     store = workdir / "store" / "datasets" / "twitter" / "synthetic-twitter"
@@ -170,14 +173,19 @@ def test_dir_the_image_decides_the_polarity(trained, workdir):
     single = {}
     for t in tweets:  # two test images per polarity, each drawn for one aspect
         if len(t["aspects"]) == 1:
-            single.setdefault(t["aspects"][0]["polarity"], []).append(t["image_id"])
+            a = t["aspects"][0]
+            term = " ".join(t["tokens"][a["from"] : a["to"]])
+            single.setdefault(a["polarity"], []).append((t["image_id"], term))
     (images_dir,) = (workdir / "work" / "synthetic").glob("*/images")
-    picks = [(pol, images_dir / img) for pol, ids in single.items() for img in ids[:2]]
+    picks = [(pol, images_dir / img, term) for pol, ids in single.items() for img, term in ids[:2]]
     assert len(picks) == 6
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/iea-jmasa/1")
-    text = "Photos from Taylor Swift taken on Monday"
-    rows = model.predict(pd.DataFrame([{"image": str(p), "text": text} for _, p in picks]))
-    got = [[p["polarity"] for p in r["pairs"] if p["term"] == "Taylor Swift"] for r in rows]
-    agree = sum(g == [pol] for g, (pol, _) in zip(got, picks, strict=True))
-    assert agree >= 5, list(zip([p for p, _ in picks], got, strict=True))
+    frame = pd.DataFrame([{"image": str(p), "text": f"saw {term} today"} for _, p, term in picks])
+    rows = model.predict(frame)
+    got = [
+        [p["polarity"] for p in r["pairs"] if p["term"] == term]
+        for r, (_, _, term) in zip(rows, picks, strict=True)
+    ]
+    agree = sum(g == [pol] for g, (pol, _, _) in zip(got, picks, strict=True))
+    assert agree >= 5, list(zip([p for p, _, _ in picks], got, strict=True))

@@ -149,7 +149,7 @@ def test_no_nmi_appends_regions_in_region_id_order():
 
 def test_ablations_constant_matches_the_registry():
     assert tuple(nmi._LAYOUTS) == ABLATIONS
-    assert len(ABLATIONS) == 5
+    assert len(ABLATIONS) == 6  # the 5 rows of Table 3 and text_only
 
 
 def test_target_is_format_pairs_of_gold_and_round_trips():
@@ -210,6 +210,12 @@ def test_messages_match_parts(ablation):
     messages = inst.to_messages()
     images = [m for m in messages if m["type"] == "image"]
     n_image_parts = sum(isinstance(p, ImagePart) for p in inst.parts)
+    if ablation == "text_only":
+        assert images == [] and n_image_parts == 0 and inst.region_ids == ()
+        assert inst.parts == (
+            TextPart(TASK_HEADER + "\nText: RT David Beckham visits the dog park"),
+        )
+        return
     assert len(images) == n_image_parts == 1 + len(inst.region_ids)
     assert messages[1] == {"type": "image"}
     assert all(m == {"type": "image"} for m in images)
@@ -219,7 +225,7 @@ def test_messages_match_parts(ablation):
     kinds = [m["type"] for m in messages]
     assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False))
     assert all(t for t in texts)
-    if ablation != "no_aligner_nmi":
+    if ablation not in ("no_aligner_nmi", "text_only"):
         assert sorted(inst.region_ids) == [0, 1, 2]
     else:
         assert inst.region_ids == ()

@@ -1,0 +1,210 @@
+"""``tiny-qwen3-vl-interp``: the tiny Qwen3-VL trained to interpret one region of the world.
+
+It answers the interpreter's own prompt (:data:`iea.vision.prompts.INTERPRET_REGION`, as the
+interpreter sends it: the masked region crop, then the text) in the interpreter's answer
+format::
+
+    Description: a green dog with dots
+    Sentiment: positive
+    Score: 0.80
+
+Data: world scenes (:func:`iea.recipes.sam.scene` without distractors), each object's
+crop as the interpreter cuts it (bbox crop, pixels outside the region gray,
+:func:`iea.data.regions.region_crop`), its mask randomly grown or shrunk by a few pixels so the
+model tolerates the masks a SAM gives, and the background region (everything no object covers)
+described as ``a plain background``, neutral. Distractors are never shown: what the model
+says about a speck or a blurred copy is its own generalisation, as with a real VLM.
+
+Training: the whole model (``mode="full"``) through the project's engine
+(:func:`iea.models.finetune.train`). Held-out quality: class word and polarity accuracy over
+object crops of unseen scenes, and the parse rate of all answers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from iea.data.regions import Region, region_crop
+from iea.data.world import COLOUR_NAMES, WORLD_CLASSES, describe
+from iea.recipes import timed, write_report
+
+BACKGROUND_DESCRIPTION = "a plain background"
+SCORES = {"POS": 0.8, "NEU": 0.0, "NEG": -0.8}
+SENTIMENT_WORDS = {"POS": "positive", "NEU": "neutral", "NEG": "negative"}
+TRAIN = {
+    "scenes": 420,
+    "epochs": 4,
+    "learning_rate": 3e-3,
+    "batch_size": 16,
+    "warmup_steps": 20,
+    "jitter_px": 3,
+    "background_share": 0.25,
+}
+EVAL = {"scenes": 60, "max_new_tokens": 24}
+
+
+def answer(name: str | None, polarity: str) -> str:
+    """The target answer for an object of class ``name`` (None: the background region)."""
+    description = BACKGROUND_DESCRIPTION if name is None else describe(name, polarity)
+    return (
+        f"Description: {description}\nSentiment: {SENTIMENT_WORDS[polarity]}\n"
+        f"Score: {SCORES[polarity]:.2f}"
+    )
+
+
+def _jitter(mask: np.ndarray, rng: np.random.Generator, px: int) -> np.ndarray:
+    k = int(rng.integers(-px, px + 1))
+    if k == 0:
+        return mask
+    kernel = np.ones((2 * abs(k) + 1, 2 * abs(k) + 1), np.uint8)
+    op = cv2.dilate if k > 0 else cv2.erode
+    out = op(mask.astype(np.uint8), kernel).astype(bool)
+    return out if out.any() else mask
+
+
+def _crop(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    bbox = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+    region = Region(1, bbox, int(mask.sum()), 1.0, 1.0, False)
+    return region_crop(rgb, mask.astype(np.int32), region)
+
+
+def crops(seed: int, n_scenes: int, *, offset: int = 0, jitter: int = 0):
+    """``[(crop H x W x 3 uint8, class name or None, polarity)]`` of ``n_scenes`` scenes:
+    every object, and the background region of a share of the scenes."""
+    from iea.recipes.sam import _jpeg, scene
+
+    rng = np.random.default_rng([seed, offset, 7])
+    out = []
+    for k in range(n_scenes):
+        rgb, inst, drawn = scene(seed + offset, k, {})
+        rgb = _jpeg(rgb)
+        for i, thing in enumerate(drawn):
+            mask = inst == i + 1
+            if mask.sum() < 50:
+                continue
+            mask = _jitter(mask, rng, jitter) if jitter else mask
+            out.append((_crop(rgb, mask), thing.name, thing.polarity))
+        if rng.random() < TRAIN["background_share"] and (inst == 0).any():
+            out.append((_crop(rgb, inst == 0), None, "NEU"))
+    return out
+
+
+def _examples(items, prompt: str, with_target: bool = True):
+    from iea.models.finetune import Example
+
+    return [
+        Example(
+            f"crop-{k}",
+            ({"type": "image"}, {"type": "text", "text": prompt}),
+            (Image.fromarray(c),),
+            answer(name, pol) if with_target else "",
+        )
+        for k, (c, name, pol) in enumerate(items)
+    ]
+
+
+def evaluate_interpreter(
+    model: Any, processor: Any, seed: int, scenes: int | None = None
+) -> dict[str, Any]:
+    """Held-out class-word and polarity accuracy (object crops) and parse rate (all crops),
+    on scenes the training never drew (``seed + 20_000``), answered through
+    :class:`iea.models.vlm.VisionLanguageModel` exactly as the interpreter asks."""
+    from iea.models.vlm import VisionLanguageModel
+    from iea.vision.interpret import parse_answer
+    from iea.vision.prompts import INTERPRET_REGION
+
+    items = crops(seed, EVAL["scenes"] if scenes is None else scenes, offset=20_000)
+    vlm = VisionLanguageModel(model, processor)
+    answers = vlm.generate(
+        [Image.fromarray(c) for c, _, _ in items],
+        [INTERPRET_REGION] * len(items),
+        max_new_tokens=EVAL["max_new_tokens"],
+        batch_size=16,
+    )
+    parsed = [parse_answer(a) for a in answers]
+    objects = [(p, name, pol) for p, (_, name, pol) in zip(parsed, items, strict=True) if name]
+    words = [set(p.description.lower().split()) for p, _, _ in objects]
+    return {
+        "crops": len(items),
+        "objects": len(objects),
+        "parse_rate": sum(p.parsed for p in parsed) / max(1, len(parsed)),
+        "class_acc": sum(
+            name in w and not (w & set(WORLD_CLASSES)) - {name}
+            for w, (_, name, _) in zip(words, objects, strict=True)
+        )
+        / max(1, len(objects)),
+        "polarity_acc": sum(p.polarity == pol for p, _, pol in objects) / max(1, len(objects)),
+        "colour_word_acc": sum(
+            COLOUR_NAMES[pol] in w for w, (_, _, pol) in zip(words, objects, strict=True)
+        )
+        / max(1, len(objects)),
+        "examples": answers[:3],
+    }
+
+
+def build(path: str | Path, seed: int, log=None) -> Path:
+    """Build ``tiny-qwen3-vl`` for ``seed``, train it fully on region crops, save it (weights,
+    processor) into ``path`` with ``train_report.json``."""
+    from iea.models.finetune import FinetuneConfig, prepare_model, train
+    from iea.models.refs import load_vlm
+    from iea.models.tiny import build_tiny_qwen3_vl
+    from iea.vision.prompts import INTERPRET_REGION
+
+    path = Path(path)
+    base = Path(tempfile.mkdtemp(prefix="interp-base-"))
+    work = Path(tempfile.mkdtemp(prefix="interp-train-"))
+    try:
+        build_tiny_qwen3_vl(base, seed)
+        model, processor = load_vlm(str(base), device="cpu", dtype="float32")
+        items, data_s = timed(lambda: crops(seed, TRAIN["scenes"], jitter=TRAIN["jitter_px"]))
+        examples = _examples(items, INTERPRET_REGION)
+        cfg = FinetuneConfig(
+            epochs=TRAIN["epochs"],
+            learning_rate=TRAIN["learning_rate"],
+            batch_size=TRAIN["batch_size"],
+            mode="full",
+            warmup_steps=TRAIN["warmup_steps"],
+            seed=seed,
+        )
+        model = prepare_model(model, cfg)
+
+        def progress(metrics: dict[str, float], step: int) -> None:
+            if log is not None and step % 25 == 0 and "train.loss" in metrics:
+                log(f"tiny-qwen3-vl-interp: step {step} loss {metrics['train.loss']:.3f}")
+
+        (model, result), train_s = timed(
+            lambda: train(model, processor, examples, cfg, out_dir=work, log=progress)
+        )
+        model.eval()
+        heldout, eval_s = timed(lambda: evaluate_interpreter(model, processor, seed))
+        path.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(path)
+        processor.save_pretrained(path)
+        write_report(
+            path,
+            {
+                "model": "tiny-qwen3-vl-interp",
+                "seed": seed,
+                "train": {
+                    **TRAIN,
+                    "examples": len(examples),
+                    "steps": result.steps,
+                    "data_seconds": round(data_s, 1),
+                    "train_seconds": round(train_s, 1),
+                    "final_loss": result.history[-1]["loss"] if result.history else None,
+                },
+                "heldout": {**heldout, "seconds": round(eval_s, 1)},
+            },
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return path
