@@ -343,7 +343,9 @@ def fgca_validate(
         _fail(f"{file}: {n_rows} failing rows\n{report.summary()}")
 
 
-def _prepare(config: Path, overrides: list[str] | None):
+def _prepare(config: Path, overrides: list[str] | None, *, needs_images: bool = False):
+    """Load the settings (every error at once), check what the command needs, and build the
+    tiny models it names before any flow starts."""
     from iea.config import ConfigError, load_settings
     from iea.models.refs import prepare_tiny
 
@@ -351,6 +353,11 @@ def _prepare(config: Path, overrides: list[str] | None):
         settings = load_settings(config, overrides or [])
     except ConfigError as e:
         _fail(e)
+    if needs_images and settings.data.source == "files" and settings.data.images is None:
+        _fail(
+            f"{config}: data.images is not set: JMASA needs the tweets' images "
+            "(pass data.images=DIR, the folder holding each tweet's image_id)"
+        )
     rt = settings.runtime
     refs = [
         settings.segment.sam,
@@ -393,7 +400,7 @@ def train_jmasa(
 
     if ablation not in ABLATIONS:
         _fail(f"unknown ablation {ablation!r}: one of {', '.join(ABLATIONS)}")
-    _prepare(config, overrides)
+    _prepare(config, overrides, needs_images=True)
     from flows.train import jmasa_finetune
 
     _run_flow(jmasa_finetune, str(config), list(overrides or []), ablation=ablation)
@@ -444,7 +451,7 @@ def experiment_ablations(
         _fail(f"--fractions must be in (0, 1], got {shares}")
     if seeds < 1:
         _fail("--seeds must be >= 1")
-    _prepare(config, overrides)
+    _prepare(config, overrides, needs_images=True)
     from flows.experiment import ablation_experiment
 
     _run_flow(

@@ -486,11 +486,14 @@ def jmasa_finetune(
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}: one of {', '.join(ABLATIONS)}")
     settings = load_settings(config, overrides or [])
+    if settings.data.source == "files" and settings.data.images is None:
+        raise ValueError(
+            "data.images is required: JMASA needs the tweets' images (set data.images=DIR, "
+            "the folder holding each tweet's image_id)"
+        )
     logger = get_run_logger()
     data = twitter_preprocessing(config, overrides)
     _, images_dir = prepare_source(settings)
-    if images_dir is None:
-        raise ValueError("data.images is required: JMASA needs the tweets' images")
     store = open_store(settings.store)
     tweets = {
         s: [

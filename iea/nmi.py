@@ -183,7 +183,7 @@ def build_target(tweet: Tweet) -> str:
         ValueError: when a gold span is empty or out of range, or a polarity is unknown.
     """
     pairs = []
-    for a in tweet.aspects:
+    for a in sorted(tweet.aspects):  # text order: the answer parser assigns occurrences so
         if not 0 <= a.start < a.end <= len(tweet.tokens):
             raise ValueError(
                 f"tweet {tweet.id}: gold aspect span [{a.start}, {a.end}) is empty or out of "

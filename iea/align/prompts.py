@@ -12,7 +12,7 @@ description ``E``::
 
 * Phrases are listed in alphabetical order (case-insensitive), whatever order they come in,
   with their descriptions: one image always gets the same prompt, and the trained tiny copier
-  (:mod:`iea.align.copier`) writes them in that order. Phrases equal up to case are listed once.
+  (:mod:`iea.recipes.copier`) writes them in that order. Phrases equal up to case are listed once.
 * Each phrase is written unquoted after a space, so a byte-level BPE tokenizer cuts it into the
   same tokens as in running text (`` dog`` rather than ``"dog``).
 * Descriptions come from a VLM and may be empty, very long or junk: control characters are

@@ -10,7 +10,7 @@
 * ``tiny-qwen3-vl``, ``tiny-qwen3``, ``tiny-qwen3-fgca`` (``"tiny"``): built once by
   :mod:`iea.models.tiny` into ``<cache>/<name>-seed<seed>-v<TINY_VERSION>/`` and then loaded from
   there like a local directory. ``tiny-qwen3-fgca`` is ``tiny-qwen3`` trained to write FGCA texts
-  (:mod:`iea.align.copier`; its build takes about a minute of CPU).
+  (:mod:`iea.recipes.copier`; its build takes about a minute of CPU).
 
 Every real load uses ``from_pretrained`` with safetensors only, ``trust_remote_code`` off unless
 asked for, puts the model on the requested device and dtype in eval mode, and counts itself in
@@ -19,6 +19,8 @@ asked for, puts the model on the requested device and dtype in eval mode, and co
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import re
 import shutil
@@ -198,8 +200,10 @@ def hub_offline() -> bool:
     )
 
 
+@functools.cache
 def _source_digest(modules: tuple[str, ...]) -> str:
-    """8 hex digits of the source text of ``modules`` (found without importing them)."""
+    """8 hex digits of the source text of ``modules`` (found without importing them), read
+    once per process, so one run keeps one identity even if the files change under it."""
     import hashlib
     import importlib.util
 
@@ -240,7 +244,13 @@ def tiny_path(name: str, *, seed: int = 0, cache: str | Path | None = None) -> P
     return cache_dir(cache) / tiny_identity(name, seed=seed)
 
 
-def ensure_tiny(name: str, *, seed: int = 0, cache: str | Path | None = None) -> Path:
+def ensure_tiny(
+    name: str,
+    *,
+    seed: int = 0,
+    cache: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
     """Build the tiny model ``name`` for ``seed`` unless it is already in the cache; its path.
 
     The build goes to a temporary sibling directory that is renamed into place, so a directory
@@ -253,7 +263,11 @@ def ensure_tiny(name: str, *, seed: int = 0, cache: str | Path | None = None) ->
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
-        _builder(name)(tmp, seed)
+        builder = _builder(name)
+        if progress is not None and "log" in inspect.signature(builder).parameters:
+            builder(tmp, seed, log=progress)  # a trained recipe reports its steps
+        else:
+            builder(tmp, seed)
         BUILD_COUNTS[name] += 1
         try:
             os.rename(tmp, final)
@@ -298,7 +312,7 @@ def prepare_tiny(
             minutes = TINY_BUILDERS[ref].minutes
             about = f", about {minutes:g} min on 2 CPU cores" if minutes else ""
             progress(f"building {ref} (seed {seed}) into {cache_dir(cache)}: once per cache{about}")
-        ensure_tiny(ref, seed=seed, cache=cache)
+        ensure_tiny(ref, seed=seed, cache=cache, progress=progress)
         built.append(ref)
     return built
 

@@ -355,7 +355,7 @@ TINY_BUILDERS: dict[str, TinySpec] = {
     "tiny-qwen3-vl": TinySpec("vlm", "iea.models.tiny:build_tiny_qwen3_vl"),
     "tiny-qwen3": TinySpec("causal_lm", "iea.models.tiny:build_tiny_qwen3"),
     "tiny-qwen3-fgca": TinySpec(
-        "causal_lm", "iea.align.copier:build_tiny_qwen3_fgca", ("iea.align.copier",), 1.7
+        "causal_lm", "iea.recipes.copier:build_tiny_qwen3_fgca", ("iea.recipes.copier",), 1.7
     ),
     "tiny-qwen3-vl-interp": TinySpec(
         "vlm",
@@ -368,5 +368,5 @@ TINY_BUILDERS: dict[str, TinySpec] = {
     ),
 }
 """``tiny-…`` reference -> its :class:`TinySpec`. ``tiny-qwen3-fgca`` is ``tiny-qwen3``
-trained to write FGCA texts (:mod:`iea.align.copier`); ``tiny-qwen3-vl-interp`` interprets
+trained to write FGCA texts (:mod:`iea.recipes.copier`); ``tiny-qwen3-vl-interp`` interprets
 regions of the controlled world and ``tiny-sam-world`` segments it (:mod:`iea.recipes`)."""

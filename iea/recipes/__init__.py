@@ -6,6 +6,14 @@ recipe generates (:mod:`iea.data.world`), saved in the layout its loader reads, 
 held-out data the training never saw, and writes the report next to the weights. The model
 cache (:mod:`iea.models.refs`) calls it once per ``<name>-seed<seed>-v<version>`` folder.
 
+The recipes: :mod:`iea.recipes.sam` (``tiny-sam-world``), :mod:`iea.recipes.interpreter`
+(``tiny-qwen3-vl-interp``) and :mod:`iea.recipes.copier` (``tiny-qwen3-fgca``, the FGCA text
+writer). The VLM recipe trains through the project's engine (:mod:`iea.models.finetune`), as the
+aligner and the JMASA model do; SAM has its own loss (masks and IoU head), and the copier, a
+text-only causal LM, keeps its packed next-token loop (the engine encodes image-text chats).
+The model registry (:data:`iea.models.tiny.TINY_BUILDERS`) names each builder by module path,
+so ``iea.models`` never imports this package (which uses it).
+
 Every recipe is deterministic by seed on one machine (torch's CPU kernels with a fixed thread
 count); the reports record the measured quality, never a target.
 """

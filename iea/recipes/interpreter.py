@@ -177,7 +177,7 @@ def build(path: str | Path, seed: int, log=None) -> Path:
         model = prepare_model(model, cfg)
 
         def progress(metrics: dict[str, float], step: int) -> None:
-            if log is not None and step % 25 == 0 and "train.loss" in metrics:
+            if log is not None and step % 50 == 0 and "train.loss" in metrics:
                 log(f"tiny-qwen3-vl-interp: step {step} loss {metrics['train.loss']:.3f}")
 
         (model, result), train_s = timed(

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from iea.align.copier import RECIPE, evaluate_copier, make_examples
 from iea.align.synthesize import synthesize
 from iea.models.refs import ensure_tiny, load_causal_lm
 from iea.models.vlm import CausalLanguageModel
+from iea.recipes.copier import RECIPE, evaluate_copier, make_examples
 
 pytestmark = pytest.mark.model
 

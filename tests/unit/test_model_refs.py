@@ -177,3 +177,24 @@ def test_strip_thinking():
     assert strip_thinking("<think>\n\n</think>\n\n NEG ") == "NEG"
     assert strip_thinking("<think>a\nb</think>x <think>y</think>") == "x <think>y</think>"
     assert strip_thinking("  plain ") == "plain"
+
+
+def test_trained_recipes_are_named_by_their_source(tmp_path, monkeypatch):
+    import sys
+
+    from iea.models import refs
+
+    (tmp_path / "recipe_a.py").write_text("STEPS = 1\n")
+    (tmp_path / "recipe_b.py").write_text("STEPS = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    a = refs._source_digest(("recipe_a",))
+    assert a == refs._source_digest(("recipe_a",)) and len(a) == 8
+    assert a != refs._source_digest(("recipe_b",))
+    name = refs.tiny_identity("tiny-sam-world", seed=2)
+    assert (
+        name.startswith(f"tiny-sam-world-seed2-v{TINY_VERSION}-") and len(name.split("-")[-1]) == 8
+    )
+    assert refs.tiny_identity("tiny-qwen3", seed=2) == f"tiny-qwen3-seed2-v{TINY_VERSION}"
+    with pytest.raises(ValueError, match="not found"):
+        refs._source_digest(("no_such_recipe_module",))
+    sys.modules.pop("recipe_a", None)

@@ -45,36 +45,6 @@ from iea.data.pascal_classes import PASCAL_CONTEXT_59, class_phrase
 COPIER_PHRASES: tuple[str, ...] = tuple(class_phrase(n) for n in PASCAL_CONTEXT_59)
 """The phrases the copier is trained on (every PASCAL-Context-59 class phrase)."""
 
-# Openers and closers that the tiny tokenizer cuts into few tokens (shorter targets, faster).
-_OPENERS = (
-    "New photo:",
-    "Tonight:",
-    "Today:",
-    "Great photo:",
-    "Love this photo:",
-    "My photo:",
-    "Best picture:",
-    "In the picture:",
-    "At the game:",
-    "This picture:",
-    "Great day:",
-    "Happy day:",
-)
-_ARTICLES = ("the", "this")  # one token each in the tiny tokenizer (" my", " our" are two)
-_CLOSERS = (
-    "amazing!",
-    "so proud",
-    "in one photo",
-    "at the stadium",
-    "on the street",
-    "in the city",
-    "what a game!",
-    "love this",
-    "great!",
-    "#love",
-    "best picture ever",
-    "",
-)
 _CAPTION_WORDS = (
     "a", "the", "red", "green", "blue", "grey", "small", "large", "bright", "dark", "blurry",
     "round", "shape", "object", "region", "corner", "left", "right", "top", "bottom", "on", "in",
@@ -102,7 +72,7 @@ class CopierRecipe:
     junk_description: float = 0.5
     max_junk_tokens: int = 40
     n_heldout: int = 64
-    max_new_tokens: int = 48
+    max_new_tokens: int = 64
 
 
 RECIPE = CopierRecipe()
@@ -120,12 +90,24 @@ class CopierExample:
 
 
 def target_text(rng: random.Random, phrases: list[str]) -> str:
-    """A tweet-like sentence containing every phrase verbatim, in the order given."""
-    items = [f"{rng.choice(_ARTICLES)} {p}" for p in phrases]
-    body = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-    closer = rng.choice(_CLOSERS)
-    text = f"{rng.choice(_OPENERS)} {body}"
-    return f"{text}, {closer}" if closer else text
+    """A tweet of the demo world containing every phrase verbatim, in the order given.
+
+    Each phrase sits in a clause of the world's tweets (:mod:`iea.data.synthetic`: polarity
+    cues and polarity-free clauses), often with a modifier ("the old dog"), joined as tweets
+    are and tokenised like them (punctuation is its own word), so a phrase can be at any word
+    position: an aligner trained on these texts must find the phrase, not count to it.
+    """
+    from iea.data.synthetic import CLOSERS, CUE_CLAUSES, JOINERS, MODIFIERS, OPENERS, PLAIN_CLAUSES
+
+    clauses = [*PLAIN_CLAUSES, *(c for cs in CUE_CLAUSES.values() for c in cs)]
+    words = rng.choice(OPENERS).split()
+    for k, phrase in enumerate(phrases):
+        if k:
+            words.append(rng.choice(JOINERS))
+        term = f"{rng.choice(MODIFIERS)} {phrase}".strip()
+        words += rng.choice(clauses).replace("{}", term).split()
+    words += rng.choice(CLOSERS).split()
+    return " ".join(words)
 
 
 def random_description(
