@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-WORLD_VERSION = "world-v1"
+WORLD_VERSION = "world-v2"
 """Names the drawing and text recipe: part of every generated dataset's folder name."""
 WORLD_CLASSES: tuple[str, ...] = ("dog", "cat", "bus", "car", "bird", "horse", "sofa", "boat")
 """The object classes of the world (PASCAL-Context names; each is its own phrase)."""
@@ -49,7 +49,7 @@ TEXTURES: dict[str, str] = {
     "bus": "vertical stripes",
     "car": "checks",
     "bird": "diagonal stripes",
-    "horse": "no pattern",
+    "horse": "rings",
     "sofa": "a grid",
     "boat": "large spots",
 }
@@ -154,6 +154,9 @@ def texture_pattern(name: str, box: tuple[int, int, int, int], size: tuple[int, 
         return (u % 10 < 2) | (v % 10 < 2)
     if kind == "large spots":
         return ((u % 18 - 9) ** 2 + (v % 18 - 9) ** 2) <= 20
+    if kind == "rings":
+        _, _, w, h = box
+        return np.hypot(u - w / 2, v - h / 2) % 10 < 4
     return np.zeros((height, width), dtype=bool)
 
 
@@ -199,7 +202,9 @@ def paint(
         window = cv2.GaussianBlur(merged[y0:y1, x0:x1], (0, 0), BLUR_SIGMA)
         soft = cv2.GaussianBlur(mask[y0:y1, x0:x1].astype(np.float64), (0, 0), BLUR_SIGMA)
         region = soft > 0.5
-        canvas[y0:y1, x0:x1][region] = window[region]
+        # The whole out-of-focus patch is blurred, its surroundings too (a defocused spot), so
+        # a mask that spills over the object's edge is still blurry; the object is soft > 0.5.
+        canvas[y0:y1, x0:x1] = window
         full = np.zeros_like(mask)
         full[y0:y1, x0:x1] = region
         return full

@@ -355,16 +355,28 @@ TINY_BUILDERS: dict[str, TinySpec] = {
     "tiny-qwen3-vl": TinySpec("vlm", "iea.models.tiny:build_tiny_qwen3_vl"),
     "tiny-qwen3": TinySpec("causal_lm", "iea.models.tiny:build_tiny_qwen3"),
     "tiny-qwen3-fgca": TinySpec(
-        "causal_lm", "iea.recipes.copier:build_tiny_qwen3_fgca", ("iea.recipes.copier",), 1.7
+        "causal_lm",
+        "iea.recipes.copier:build_tiny_qwen3_fgca",
+        ("iea.recipes.copier", "iea.align.prompts", "iea.data.synthetic", "iea.models.tiny"),
+        2.5,
     ),
     "tiny-qwen3-vl-interp": TinySpec(
         "vlm",
         "iea.recipes.interpreter:build",
-        ("iea.recipes.interpreter", "iea.recipes.sam", "iea.data.world", "iea.vision.prompts"),
-        2.0,
+        (
+            "iea.recipes.interpreter",
+            "iea.recipes.sam",
+            "iea.data.world",
+            "iea.data.regions",
+            "iea.data.synthetic",
+            "iea.vision.prompts",
+            "iea.models.tiny",
+            "iea.models.finetune",
+        ),
+        1.5,
     ),
     "tiny-sam-world": TinySpec(
-        "sam", "iea.recipes.sam:build", ("iea.recipes.sam", "iea.data.world"), 4.0
+        "sam", "iea.recipes.sam:build", ("iea.recipes.sam", "iea.data.world", "iea.models.sam"), 4.0
     ),
 }
 """``tiny-…`` reference -> its :class:`TinySpec`. ``tiny-qwen3-fgca`` is ``tiny-qwen3``

@@ -47,7 +47,7 @@ SPEC: dict[str, Any] = {
 }
 TRAIN = {
     "images": 480,
-    "steps": 900,
+    "steps": 600,
     "images_per_step": 8,
     "prompts_per_image": 8,
     "background_clicks": 0.12,

@@ -42,7 +42,7 @@ def test_interpret_twice_second_run_loads_no_model(tmp_path, model_cache):
     image = tmp_path / "tweet.jpg"
     draw_image(make_tweet(random.Random(3), 0), (320, 240), 11).save(image, quality=90)
     first = json.loads(_interpret(image, tmp_path / "D", tmp_path / "store", model_cache).stdout)
-    assert first["models_loaded"] == {"sam:tiny-sam": 1, "tiny-qwen3-vl": 1}
+    assert first["models_loaded"] == {"sam:tiny-sam-world": 1, "tiny-qwen3-vl-interp": 1}
     assert first["cache"]["segmentation"] == "miss"
 
     doc = json.loads((tmp_path / "D" / "regions.json").read_text())
