@@ -39,8 +39,8 @@ BACKGROUND_DESCRIPTION = "a plain background"
 SCORES = {"POS": 0.8, "NEU": 0.0, "NEG": -0.8}
 SENTIMENT_WORDS = {"POS": "positive", "NEU": "neutral", "NEG": "negative"}
 TRAIN = {
-    "scenes": 420,
-    "epochs": 4,
+    "scenes": 600,
+    "epochs": 5,
     "learning_rate": 3e-3,
     "batch_size": 16,
     "warmup_steps": 20,
