@@ -247,7 +247,8 @@ def distractor_box(
     else:
         w = int(rng.integers(44, 80))
         h = int(rng.integers(44, 80))
-    return int(rng.integers(0, width - w)), int(rng.integers(0, height - h)), w, h
+    w, h = min(w, max(1, width - 1)), min(h, max(1, height - 1))  # small images: fit inside
+    return int(rng.integers(0, max(1, width - w))), int(rng.integers(0, max(1, height - h))), w, h
 
 
 def draw_scene(

@@ -29,7 +29,8 @@ DEMO = str(REPO / "configs" / "demo.yaml")
 @pytest.fixture(scope="module")
 def fgca_models(model_cache):
     prepare_tiny(
-        ["tiny-qwen3-fgca", "tiny-qwen3", "tiny-qwen3-vl", "tiny-qwen3-vl-interp"], cache=model_cache
+        ["tiny-qwen3-fgca", "tiny-qwen3", "tiny-qwen3-vl", "tiny-qwen3-vl-interp"],
+        cache=model_cache,
     )
     return model_cache
 

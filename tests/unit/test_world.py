@@ -1,0 +1,59 @@
+"""The controlled world: deterministic, drawable at any image size, and what it promises."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from iea.data.synthetic import WorldSettings, aspect_class, draw_image, make_tweet
+from iea.data.world import POLARITIES, WORLD_CLASSES, draw_scene, sample_distractors
+
+ALL = {"speck": 1.0, "blurred": 1.0, "faint": 1.0}
+
+
+@pytest.mark.parametrize("size", [(320, 240), (200, 300), (64, 64), (480, 160), (8, 10)])
+def test_scenes_with_every_distractor_draw_at_any_size(size):
+    tweet = make_tweet(random.Random(1), 0, WorldSettings(distractors=ALL))
+    a = np.asarray(draw_image(tweet, size, 5, WorldSettings(distractors=ALL)))
+    b = np.asarray(draw_image(tweet, size, 5, WorldSettings(distractors=ALL)))
+    assert a.shape == (size[1], size[0], 3) and (a == b).all()
+
+
+def test_tweets_keep_their_promises():
+    rng = random.Random(0)
+    tweets = [make_tweet(rng, i) for i in range(300)]
+    for t in tweets:
+        assert all(aspect_class(t.tokens, a) in WORLD_CLASSES for a in t.aspects)
+        if len(t.aspects) > 1:  # never all one polarity
+            assert len({a.polarity for a in t.aspects}) > 1, t
+    cued = WorldSettings(text_polarity_rate=1.0)
+    plain = WorldSettings(text_polarity_rate=0.0)
+    cue_words = {"love", "amazing", "happy", "made", "hate", "awful", "sad", "ruined", "ordinary"}
+    cue_words |= {"okay", "special"}
+    assert all(cue_words & set(make_tweet(random.Random(k), k, cued).tokens) for k in range(50))
+    assert not any(
+        cue_words & set(make_tweet(random.Random(k), k, plain).tokens) for k in range(50)
+    )
+
+
+def test_distractors_copy_a_mentioned_class_in_another_polarity():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        out = sample_distractors(rng, ALL, ["dog", "bus"], ["POS", "NEG"])
+        assert [k for k, _, _ in out] == ["speck", "blurred", "faint"]
+        for _, name, pol in out:
+            assert name in ("dog", "bus") and pol in POLARITIES
+            assert pol != {"dog": "POS", "bus": "NEG"}[name]
+    rgb, inst, drawn = draw_scene(
+        np.random.default_rng(1), [("dog", "POS")], [("speck", "dog", "NEG")]
+    )
+    assert [d.kind for d in drawn] == ["speck", "object"] and inst.max() == 2
+
+
+def test_world_settings_are_checked():
+    with pytest.raises(ValueError, match="text_polarity_rate"):
+        WorldSettings(text_polarity_rate=1.5)
+    with pytest.raises(ValueError, match="unknown distractor"):
+        WorldSettings(distractors={"smudge": 0.1})
