@@ -415,16 +415,7 @@ def experiment_ablations(
     config: Path = typer.Option(..., "--config"),
     seeds: int = typer.Option(3, "--seeds", help="JMASA training seeds 0..N-1 per row"),
     rows: str = typer.Option(
-        ",".join(
-            (
-                "full",
-                "no_segmentation",
-                "no_interpretation",
-                "no_nmi",
-                "no_aligner_nmi",
-                "text_only",
-            )
-        ),
+        "full,no_segmentation,no_interpretation,no_nmi,no_aligner_nmi,text_only",
         "--rows",
         help="comma-separated ablations (Table 3 rows and text_only)",
     ),

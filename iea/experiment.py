@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from iea.nmi import ABLATIONS
+
 PAPER_TABLE3: dict[str, dict[str, float]] = {
     "full": {"t15": 0.717, "t17": 0.721},
     "no_segmentation": {"t15": 0.702},
@@ -24,14 +26,8 @@ PAPER_TABLE3: dict[str, dict[str, float]] = {
 }
 """JMASA F1 of the paper's Table 3 that we have on record (Twitter-2015 ``t15`` / 2017
 ``t17``); a cell we do not have is absent and shown as ``—``, never filled in."""
-ROWS: tuple[str, ...] = (
-    "full",
-    "no_segmentation",
-    "no_interpretation",
-    "no_nmi",
-    "no_aligner_nmi",
-    "text_only",
-)
+ROWS: tuple[str, ...] = ABLATIONS
+"""The rows, in table order: Table 3's five and ``text_only``."""
 METRICS: tuple[str, ...] = ("jmasa_f1", "mate_f1", "masc_acc")
 
 

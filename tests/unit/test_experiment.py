@@ -1,0 +1,58 @@
+"""The experiment's summary and claims (pure): mean ± sd over seeds, pooled-sd orderings."""
+
+from __future__ import annotations
+
+import pytest
+
+from iea.experiment import (
+    Run,
+    above,
+    at_least,
+    check_claims,
+    claims_markdown,
+    markdown_table,
+    stat,
+    summarise,
+)
+
+
+def _runs(row, values, **kw):
+    return [
+        Run(row, k, {"jmasa_f1": v, "mate_f1": 0.9, "masc_acc": v}, **kw)
+        for k, v in enumerate(values)
+    ]
+
+
+def test_stat_and_orderings_use_two_pooled_sd():
+    a, b = stat([0.70, 0.72, 0.74]), stat([0.50, 0.52, 0.54])
+    assert a.mean == pytest.approx(0.72) and a.sd == pytest.approx(0.02) and a.n == 3
+    assert above("a > b", a, b, 0.1).holds
+    assert not above("a > b by 0.3", a, b, 0.3).holds
+    noisy = stat([0.50, 0.90])  # sd 0.28: a 0.1 lead is inside the noise
+    assert not above("noisy", stat([0.8, 0.8]), noisy).holds
+    assert at_least("b >= a within noise", noisy, stat([0.8, 0.8])).holds
+    assert not at_least("b >= a", b, a).holds
+
+
+def test_claims_cover_every_row_run_and_render():
+    runs = (
+        _runs("full", [0.80, 0.82])
+        + _runs("no_aligner_nmi", [0.60, 0.62])
+        + _runs("text_only", [0.40, 0.42])
+        + _runs("no_nmi", [0.81, 0.83])
+        + _runs("full", [0.50, 0.52], fraction=0.25)
+        + _runs("no_aligner_nmi", [0.20, 0.22], fraction=0.25)
+        + _runs("full", [0.70, 0.71], thresholds="keep_all")
+    )
+    summary = summarise(runs)
+    claims = {c.text: c.holds for c in check_claims(summary)}
+    assert claims["full > no_aligner_nmi by >= 0.10"]
+    assert claims["full > text_only"]
+    assert not claims["full > no_nmi"]
+    assert claims["gap full - no_aligner_nmi larger at 25% than at 100%"]
+    assert claims["config thresholds > keep_all by >= 0.05"]
+    assert "no_interpretation" not in " ".join(claims)  # not run: not claimed
+    table = markdown_table(summary)
+    assert "| full | 100% | config | 0.810 ± 0.014 |" in table
+    assert "0.717 / 0.721" in table and "0.684 / —" in table  # the paper's cells we have
+    assert "DOES NOT HOLD: full > no_nmi" in claims_markdown(check_claims(summary))
