@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows import tracking
+from iea.align.aligner import ALIGNER_VERSION
 from iea.config import ModelStageSettings, Settings, load_settings
 from iea.models.finetune import ENGINE_VERSION, FinetuneConfig, load_trained, save_trained
 from iea.predict import NEEDS_REGIONS, WHOLE_IMAGE, write_stage
@@ -209,7 +210,11 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
         "aligner",
         settings,
         fgca["version"],
-        {"negatives": stage.negatives, "dev_select": ALIGNER_DEV_SELECTION},
+        {
+            "negatives": stage.negatives,
+            "dev_select": ALIGNER_DEV_SELECTION,
+            "format": ALIGNER_VERSION,  # the answer format the model is taught
+        },
     )
     work = Path(settings.fgca.work_dir).parent / "models" / "aligner" / key
     final = work / "model"

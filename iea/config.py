@@ -90,6 +90,10 @@ class SegmentSettings(_Section):
     sam_checkpoint: Path | None = None
     num_regions: int = Field(5, ge=1, le=255)
     """L: at most L regions per image (top L-1 masks + background)."""
+    min_own_share: float = Field(0.5, ge=0.0, le=1.0)
+    """Skip a mask when less than this share of it is left unclaimed by better-ranked masks
+    (a near-copy of a kept mask; :func:`iea.vision.segment.postprocess`). 0 = the paper's
+    rule."""
     points_per_side: int = Field(32, ge=1)
     pred_iou_thresh: float = Field(0.88, ge=0.0, le=1.0)
     stability_score_thresh: float = Field(0.95, ge=0.0, le=1.0)
@@ -198,6 +202,9 @@ class FgcaSettings(_Section):
     """Texts per image before it is quarantined (the first greedy, then seeded sampling)."""
     max_new_tokens: int = Field(64, ge=8)
     temperature: float = Field(0.8, gt=0)
+    greedy_first: bool = True
+    """The first text per image greedy (True), or sampled like the retries (False: varied
+    sentence shapes from a small model, whose greedy text is one shape for every image)."""
     batch_size: int = Field(8, ge=1)
     """Images per LLM batch, and per cached unit of work."""
     max_quarantine_fraction: float = Field(0.5, ge=0, le=1)

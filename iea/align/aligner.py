@@ -17,12 +17,15 @@ training engine replaces with the whole image and the crop of region ``k``)::
 by :func:`iea.nmi.clean_description` (whitespace collapsed, cut to
 :data:`iea.nmi.MAX_DESCRIPTION_CHARS`).
 
-Target (the answer) format: ``"{word_start}-{word_end}: {words}"``, e.g. ``"3-5: potted plant"``
-for words ``[3, 5)`` (0-based, end exclusive, as everywhere in ``iea``), the words being exactly
-``" ".join(words[word_start:word_end])``; or :data:`NO_PHRASE`. Writing both the indices and the
-words makes the decode unambiguous when the phrase occurs twice (the indices pick the
-occurrence) and checkable (the words must match). Digits, ``-`` and ``:`` are short, common
-tokens for every BPE tokenizer.
+Target (the answer) format: ``"{words} [{word_start}-{word_end}]"``, e.g.
+``"potted plant [3-5]"`` for words ``[3, 5)`` (0-based, end exclusive, as everywhere in
+``iea``), the words being exactly ``" ".join(words[word_start:word_end])``; or
+:data:`NO_PHRASE`. Writing both the words and the indices makes the decode unambiguous when the
+phrase occurs twice (the indices pick the occurrence) and checkable (the words must match). The
+words come first: a model generating left to right copies the phrase from the text before it
+counts its position, rather than committing to a count first (with the indices first, a tiny
+demo aligner answered "none" for a third of the tweet regions it should align; aligner-v1).
+Digits, ``-`` and brackets are short, common tokens for every BPE tokenizer.
 
 :func:`decode_answer` accepts only that format (on the answer's first non-empty line); see it for
 the one fallback.
@@ -38,17 +41,17 @@ from typing import Any, NamedTuple
 from iea.align.records import FgcaRecord
 from iea.nmi import ImagePart, TextPart, clean_description
 
-ALIGNER_VERSION = "aligner-v1"
+ALIGNER_VERSION = "aligner-v2"
 NO_PHRASE = "none"
 ALIGNER_HEADER = "Find the phrase of the text that the image region shows."
 ANSWER_LINE = (
-    "Answer with the words of the text that the region shows, as start-end: words "
+    "Answer with the words of the text that the region shows, as words [start-end] "
     "(words counted from 0, end excluded), or none."
 )
 
 # At most 6 digits per index: a longer number is junk anyway, and int() of a 4301+ digit
 # string raises ValueError (Python's int max_str_digits), which decode_answer must never do.
-_ANSWER_RE = re.compile(r"([0-9]{1,6})\s*-\s*([0-9]{1,6})\s*:(.*)")
+_ANSWER_RE = re.compile(r"(.*?)\s*\[\s*([0-9]{1,6})\s*-\s*([0-9]{1,6})\s*\]")
 
 
 class AlignedSpan(NamedTuple):
@@ -106,7 +109,7 @@ def format_target(words: Sequence[str], word_start: int, word_end: int) -> str:
         raise ValueError(
             f"word span [{word_start}, {word_end}) is empty or out of range for {len(words)} words"
         )
-    return f"{word_start}-{word_end}: {' '.join(words[word_start:word_end])}"
+    return f"{' '.join(words[word_start:word_end])} [{word_start}-{word_end}]"
 
 
 def _build(
@@ -185,7 +188,7 @@ def _norm(words: Sequence[str]) -> list[str]:
 def decode_answer(answer: str, tokens: Sequence[str]) -> AlignedSpan | None:
     """Parse an aligner answer into a span of ``tokens``; never raises.
 
-    The answer's first non-empty line must be ``"{word_start}-{word_end}: {words}"`` (leading
+    The answer's first non-empty line must be ``"{words} [{word_start}-{word_end}]"`` (leading
     and trailing whitespace allowed). The span is kept when ``0 <= word_start < word_end <=
     len(tokens)`` and ``words`` equals ``tokens[word_start:word_end]`` up to case and whitespace.
 
@@ -208,8 +211,8 @@ def decode_answer(answer: str, tokens: Sequence[str]) -> AlignedSpan | None:
     m = _ANSWER_RE.fullmatch(lines[0].strip())
     if m is None:  # NO_PHRASE and junk alike
         return None
-    ws, we = int(m.group(1)), int(m.group(2))
-    written = _norm([m.group(3)])
+    ws, we = int(m.group(2)), int(m.group(3))
+    written = _norm([m.group(1)])
     if not written:
         return None
     if 0 <= ws < we <= len(tokens) and _norm(tokens[ws:we]) == written:

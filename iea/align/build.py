@@ -106,6 +106,7 @@ class FgcaBuilder:
                             "max_attempts",
                             "max_new_tokens",
                             "temperature",
+                            "greedy_first",
                         },
                     ),
                     "interpreter": self.settings.interpreter.model_dump(mode="json"),
@@ -160,6 +161,7 @@ class FgcaBuilder:
                 max_attempts=f.max_attempts,
                 batch_size=f.batch_size,
                 temperature=f.temperature,
+                greedy_first=f.greedy_first,
             )
             for (sample, key, described), res in zip(todo, results, strict=True):
                 if res.ok:

@@ -19,10 +19,13 @@ Several phrases of one image (:func:`locate_all`) are located LONGEST FIRST (tie
 given), each taking its span, so ``"potted plant"`` is placed before ``"plant"`` and ``"plant"``
 must then be found elsewhere (a text saying only "potted plant" lacks a separate "plant").
 
-Synthesis (:func:`synthesize`): attempt 1 is greedy for every item (batched); items whose text
-misses a phrase are retried together, attempt ``k`` sampling with seed ``seed + k``, until every
-phrase is found or ``max_attempts`` is reached. A failed item keeps every attempt's text and the
-phrases missing from its last one, for the quarantine record.
+Synthesis (:func:`synthesize`): attempt 1 is greedy for every item (batched; with
+``greedy_first=False`` it samples too, seed ``seed + 1``); items whose text misses a phrase are
+retried together, attempt ``k`` sampling with seed ``seed + k``, until every phrase is found or
+``max_attempts`` is reached. Greedy text from a small model tends to be one sentence shape for
+every image; sampling every attempt gives an aligner texts as varied as its model writes. A
+failed item keeps every attempt's text and the phrases missing from its last one, for the
+quarantine record.
 """
 
 from __future__ import annotations
@@ -180,6 +183,7 @@ def synthesize(
     max_attempts: int,
     batch_size: int,
     temperature: float = 0.8,
+    greedy_first: bool = True,
 ) -> list[SynthesisResult]:
     """Write one text per image with ``llm`` and locate its phrases, retrying misses.
 
@@ -195,6 +199,7 @@ def synthesize(
         max_attempts: attempts per item (>= 1), the first included.
         batch_size: prompts per generation batch.
         temperature: sampling temperature of the retries.
+        greedy_first: attempt 1 greedy (True) or sampled with seed ``seed + 1`` (False).
 
     Returns:
         One :class:`SynthesisResult` per item, in order. Bad model output (empty, junk,
@@ -228,7 +233,7 @@ def synthesize(
     for attempt in range(1, max_attempts + 1):
         if not pending:
             break
-        sampling = attempt > 1
+        sampling = attempt > 1 or not greedy_first
         texts = llm.generate_text(
             [prompts[i] for i in pending],
             max_new_tokens,

@@ -369,6 +369,7 @@ TINY_BUILDERS: dict[str, TinySpec] = {
             "iea.data.world",
             "iea.data.regions",
             "iea.data.synthetic",
+            "iea.data.pascal_context",
             "iea.vision.prompts",
             "iea.models.tiny",
             "iea.models.finetune",

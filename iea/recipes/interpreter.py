@@ -10,10 +10,16 @@ format::
 
 Data: world scenes (:func:`iea.recipes.sam.scene` without distractors), each object's
 crop as the interpreter cuts it (bbox crop, pixels outside the region gray,
-:func:`iea.data.regions.region_crop`), its mask randomly grown or shrunk by a few pixels so the
-model tolerates the masks a SAM gives, and the background region (everything no object covers)
-described as ``a plain background``, neutral. Distractors are never shown: what the model
-says about a speck or a blurred copy is its own generalisation, as with a real VLM.
+:func:`iea.data.regions.region_crop`), and the background region (everything no object covers)
+described as ``a plain background``, neutral. The masks are spoiled the ways a SAM's are, so
+the model names an object from an imperfect mask: grown or shrunk by a few pixels
+(``jitter_px``), cut by a random line to between half and all of the object
+(``partial_share``), or joined by a far-away blob of the scene (``blob_share``). A share of the
+background crops (``pascal_background_share``) come from the world's PASCAL-Context side
+(:func:`iea.data.pascal_context.draw_synthetic_sample`: coloured sky, grass, road...), whose
+backgrounds, holed where the objects were, would otherwise read as spotted objects. Distractors
+are never shown: what the model says about a speck or a blurred copy is its own
+generalisation, as with a real VLM.
 
 Training: the whole model (``mode="full"``) through the project's engine
 (:func:`iea.models.finetune.train`). Held-out quality: class word and polarity accuracy over
@@ -39,13 +45,16 @@ BACKGROUND_DESCRIPTION = "a plain background"
 SCORES = {"POS": 0.8, "NEU": 0.0, "NEG": -0.8}
 SENTIMENT_WORDS = {"POS": "positive", "NEU": "neutral", "NEG": "negative"}
 TRAIN = {
-    "scenes": 600,
+    "scenes": 800,
     "epochs": 5,
     "learning_rate": 3e-3,
     "batch_size": 16,
     "warmup_steps": 20,
     "jitter_px": 3,
+    "partial_share": 0.25,
+    "blob_share": 0.15,
     "background_share": 0.25,
+    "pascal_background_share": 0.25,
 }
 EVAL = {"scenes": 60, "max_new_tokens": 24}
 
@@ -69,6 +78,47 @@ def _jitter(mask: np.ndarray, rng: np.random.Generator, px: int) -> np.ndarray:
     return out if out.any() else mask
 
 
+def _partial(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The part of ``mask`` on one side of a random line, keeping 50-100% of its pixels."""
+    ys, xs = np.nonzero(mask)
+    angle = rng.uniform(0, 2 * np.pi)
+    proj = xs * np.cos(angle) + ys * np.sin(angle)
+    cut = np.quantile(proj, rng.uniform(0.0, 0.5))
+    out = np.zeros_like(mask)
+    keep = proj >= cut
+    out[ys[keep], xs[keep]] = True
+    return out
+
+
+def _blob(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``mask`` joined by a small square blob somewhere else in the frame."""
+    h, w = mask.shape
+    side = int(rng.integers(4, 12))
+    y, x = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+    out = mask.copy()
+    out[y : y + side, x : x + side] = True
+    return out
+
+
+def _spoil(mask: np.ndarray, rng: np.random.Generator, jitter: int) -> np.ndarray:
+    mask = _jitter(mask, rng, jitter)
+    if rng.random() < TRAIN["partial_share"]:
+        mask = _partial(mask, rng)
+    if rng.random() < TRAIN["blob_share"]:
+        mask = _blob(mask, rng)
+    return mask
+
+
+def _pascal_background(seed: int, k: int) -> np.ndarray:
+    """The background-class crop of synthetic PASCAL-Context image ``k`` (objects holed out)."""
+    from iea.data.pascal_context import BACKGROUND_CLASSES, SYNTHETIC_LABELS, draw_synthetic_sample
+    from iea.recipes.sam import _jpeg
+
+    label_map, rgb = draw_synthetic_sample(k, seed=seed + 50_000)
+    names = np.vectorize(lambda i: SYNTHETIC_LABELS.get(int(i), ""))(label_map)
+    return _crop(_jpeg(rgb), np.isin(names, BACKGROUND_CLASSES))
+
+
 def _crop(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     bbox = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
@@ -78,7 +128,8 @@ def _crop(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def crops(seed: int, n_scenes: int, *, offset: int = 0, jitter: int = 0):
     """``[(crop H x W x 3 uint8, class name or None, polarity)]`` of ``n_scenes`` scenes:
-    every object, and the background region of a share of the scenes."""
+    every object (its mask spoiled when ``jitter``, see the module docstring), and the
+    background region of a share of the scenes."""
     from iea.recipes.sam import _jpeg, scene
 
     rng = np.random.default_rng([seed, offset, 7])
@@ -90,10 +141,12 @@ def crops(seed: int, n_scenes: int, *, offset: int = 0, jitter: int = 0):
             mask = inst == i + 1
             if mask.sum() < 50:
                 continue
-            mask = _jitter(mask, rng, jitter) if jitter else mask
+            mask = _spoil(mask, rng, jitter) if jitter else mask
             out.append((_crop(rgb, mask), thing.name, thing.polarity))
         if rng.random() < TRAIN["background_share"] and (inst == 0).any():
             out.append((_crop(rgb, inst == 0), None, "NEU"))
+        if rng.random() < TRAIN["pascal_background_share"]:
+            out.append((_pascal_background(seed + offset, k), None, "NEU"))
     return out
 
 

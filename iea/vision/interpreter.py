@@ -207,6 +207,7 @@ class ImageInterpreter:
             seg.num_regions,
             max_side=seg.max_side,
             min_side=seg.min_side,
+            min_own_share=seg.min_own_share,
         )
         variances = laplacian_variances(rgb, label_map, regions)
         regions = [

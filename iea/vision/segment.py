@@ -6,6 +6,13 @@ no kept mask covers belongs to the background region. A kept mask left with no p
 (all claimed by higher-ranked masks) is dropped rather than emitted empty, so every region has at
 least one pixel. An image with no mask is one background region.
 
+Duplicates (``min_own_share`` > 0, not in the paper): going down the ranking, a mask is skipped
+when less than ``min_own_share`` of its pixels are still unclaimed by the masks kept before it,
+and the next mask takes its place. SAM's generator returns several overlapping masks of one
+object (NMS keeps pairs below its IoU cut); without this, such a near-copy keeps a scatter of
+leftover pixels that passes the size filter on its bounding box and is interpreted as junk,
+while it pushes a real object out of the L-1. ``0`` is the paper's rule.
+
 Region ids: the background is 0 (when it has pixels); kept masks are 1, 2, ... in rank order.
 The label map holds the region id of every pixel.
 
@@ -26,7 +33,7 @@ from iea.data.regions import Region
 
 BACKGROUND_ID = 0
 BACKGROUND_SCORE = 1.0
-POSTPROCESS_VERSION = 1
+POSTPROCESS_VERSION = 2
 
 
 def postprocess(
@@ -34,6 +41,7 @@ def postprocess(
     predicted_iou: Sequence[float],
     stability_score: Sequence[float],
     num_regions: int,
+    min_own_share: float = 0.0,
 ) -> tuple[np.ndarray, list[Region]]:
     """Apply the paper's postprocess to SAM masks.
 
@@ -41,6 +49,8 @@ def postprocess(
         masks: ``N x H x W`` bool, one binary mask per SAM proposal (N may be 0).
         predicted_iou, stability_score: length-N scores of the masks.
         num_regions: L >= 1; at most L regions come out (L-1 masks + background).
+        min_own_share: in [0, 1]; skip a mask with less than this share of its pixels left
+            unclaimed by better-ranked kept masks (see the module docstring; 0 = the paper).
 
     Returns:
         ``(label_map, regions)``: ``H x W`` int32 region ids, and the regions sorted by id.
@@ -54,8 +64,24 @@ def postprocess(
     stab = np.asarray(stability_score, dtype=np.float64)
     if len(iou) != len(masks) or len(stab) != len(masks):
         raise ValueError(f"{len(masks)} masks but {len(iou)} IoU and {len(stab)} stability scores")
+    if not 0.0 <= min_own_share <= 1.0:
+        raise ValueError(f"min_own_share must be in [0, 1], got {min_own_share}")
     height, width = masks.shape[1:]
-    order = np.argsort(-iou, kind="stable")[: num_regions - 1]
+    ranking = np.argsort(-iou, kind="stable")
+    if min_own_share > 0:
+        claimed = np.zeros((height, width), dtype=bool)
+        chosen = []
+        for k in ranking:
+            if len(chosen) == num_regions - 1:
+                break
+            area = int(masks[k].sum())
+            own = int((masks[k] & ~claimed).sum())
+            if area and own >= min_own_share * area:
+                chosen.append(k)
+                claimed |= masks[k]
+        order = np.array(chosen, dtype=np.int64)
+    else:
+        order = ranking[: num_regions - 1]
     ranked = np.zeros((height, width), dtype=np.int32)  # rank + 1 of the owning mask, 0 = none
     for rank in range(len(order) - 1, -1, -1):  # lower ranks first, higher ranks overwrite
         ranked[masks[order[rank]]] = rank + 1
@@ -115,8 +141,10 @@ def segment_image(
     *,
     max_side: int = 1024,
     min_side: int = 32,
+    min_own_share: float = 0.0,
 ) -> tuple[np.ndarray, list[Region]]:
-    """Segment an ``H x W x 3`` uint8 image into at most ``num_regions`` regions.
+    """Segment an ``H x W x 3`` uint8 image into at most ``num_regions`` regions
+    (``min_own_share``: see :func:`postprocess`).
 
     Images whose longer side exceeds ``max_side`` are downscaled for SAM and the label map is
     mapped back to full size (nearest neighbour). Images whose shorter side is below
@@ -142,6 +170,7 @@ def segment_image(
         [a["predicted_iou"] for a in anns],
         [a["stability_score"] for a in anns],
         num_regions,
+        min_own_share,
     )
     if small.shape[:2] == (height, width):
         return label_map, regions

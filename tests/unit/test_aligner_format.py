@@ -62,7 +62,7 @@ def test_fgca_example_layout_and_messages():
     ex = example_from_fgca(rec)
     assert ex.key == "2008_000123/4" and ex.image_id == "2008_000123" and ex.region_id == 4
     assert ex.version == ALIGNER_VERSION
-    assert ex.target == "6-8: potted plant."
+    assert ex.target == "potted plant. [6-8]"
     assert ex.parts == (
         TextPart(ALIGNER_HEADER + "\n"),
         ImagePart("image"),
@@ -126,8 +126,8 @@ def test_fgca_target_round_trips(text, phrase, occurrence):
 
 
 def test_phrase_twice_indices_pick_the_occurrence():
-    first = decode_answer("1-2: dog", TOKENS)
-    second = decode_answer("9-10: dog", TOKENS)
+    first = decode_answer("dog [1-2]", TOKENS)
+    second = decode_answer("dog [9-10]", TOKENS)
     assert first == AlignedSpan(1, 2, 4, 7, "dog")
     assert second == AlignedSpan(9, 10, 41, 44, "dog")
     joined = " ".join(TOKENS)
@@ -139,7 +139,7 @@ def test_phrase_twice_indices_pick_the_occurrence():
 
 def test_decode_is_case_and_space_insensitive_but_returns_token_case():
     tokens = ["I", "love", "New", "York"]
-    assert decode_answer("  2 - 4 :   new   YORK  \nmore text", tokens) == AlignedSpan(
+    assert decode_answer("  new   YORK  [ 2 - 4 ] \nmore text", tokens) == AlignedSpan(
         2, 4, 7, 15, "New York"
     )
 
@@ -175,17 +175,20 @@ def test_fgca_bad_word_span_names_record():
         "dog",  # words without indices
         "1-2",  # indices without words
         "1-2:",
-        "1-2:    ",
+        "    [1-2]",
         "1:2 dog",
         "-1-2: dog bowl x",
-        "1-2: cat",  # wrong words, not in the text
-        "20-30: cat",  # out of range, words not in the text
-        "1-2: the",  # wrong words that occur twice
-        "50-51: dog",  # out of range, words occur twice
-        "3-1: the",
-        "9" * 5000 + "-1: dog",  # int() of this would raise
-        "1-" + "9" * 7 + ": dog bowl",
-        "\x00\x1c1-2: dog",
+        "cat [1-2]",  # wrong words, not in the text
+        "cat [20-30]",  # out of range, words not in the text
+        "the [1-2]",  # wrong words that occur twice
+        "dog [50-51]",  # out of range, words occur twice
+        "the [3-1]",
+        "9" * 5000 + "-1: dog",  # the old format, indices first
+        "dog [" + "9" * 5000 + "-1]",  # int() of this would raise
+        "dog bowl [1-" + "9" * 7 + "]",
+        "dog bowl x [-1-2]",
+        "dog [1-2] and more",  # the bracket must end the line
+        "\x00\x1cdog [1-2]",
     ],
 )
 def test_decode_invalid_gives_none(answer):
@@ -193,17 +196,17 @@ def test_decode_invalid_gives_none(answer):
 
 
 def test_decode_with_no_tokens_gives_none():
-    assert decode_answer("0-1: dog", []) is None
+    assert decode_answer("dog [0-1]", []) is None
 
 
 @pytest.mark.parametrize(
     ("answer", "span"),
     [
-        ("0-1: potted plant", (5, 7)),  # indices point at other words
-        ("5-6: potted plant", (5, 7)),  # off by one
-        ("40-42: Dog Bowl", (9, 11)),  # out of range
-        ("7-5: potted plant", (5, 7)),  # empty span
-        ("1-2: sat by", (2, 4)),
+        ("potted plant [0-1]", (5, 7)),  # indices point at other words
+        ("potted plant [5-6]", (5, 7)),  # off by one
+        ("Dog Bowl [40-42]", (9, 11)),  # out of range
+        ("potted plant [7-5]", (5, 7)),  # empty span
+        ("sat by [1-2]", (2, 4)),
     ],
 )
 def test_decode_fallback_to_unique_occurrence(answer, span):

@@ -87,10 +87,10 @@ class Oracle:
         if "~" not in example.key:
             r = self.gold[example.key]
             words = r.text.split()[r.word_start : r.word_end]
-            return f"{r.word_start}-{r.word_end}: {' '.join(words)}"
+            return f"{' '.join(words)} [{r.word_start}-{r.word_end}]"
         prompt = "".join(part.get("text", "") for part in example.content)
         (line,) = [x for x in prompt.splitlines() if x.startswith("Text: ")]
-        return f"0-1: {line.split()[1]}" if self.aligns_negatives else "none"
+        return f"{line.split()[1]} [0-1]" if self.aligns_negatives else "none"
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def test_alignment_answers_are_cached_per_region(tmp_path, monkeypatch):
 
     def fake_generate(model, processor, examples, **kw):
         calls.append(len(examples))
-        return ["4-6: David Beckham", "none", "8-9: dog"][: len(examples)]
+        return ["David Beckham [4-6]", "none", "dog [8-9]"][: len(examples)]
 
     monkeypatch.setattr(jmasa, "generate", fake_generate)
     store = LocalStore(tmp_path)

@@ -71,6 +71,25 @@ def test_hand_made_example():
     ]
 
 
+def test_near_copies_give_their_place_to_the_next_mask():
+    masks = np.zeros((3, 4, 4), bool)
+    masks[0, :, :2] = True  # iou 0.9 -> kept first
+    masks[1, :, :3] = True  # iou 0.8: 4 of its 12 pixels unclaimed (1/3) -> a near-copy
+    masks[2, 3, 3] = True  # iou 0.1 -> takes the near-copy's place
+    label_map, regions = postprocess(masks, [0.9, 0.8, 0.1], [1, 1, 1], 3, min_own_share=0.5)
+    assert label_map.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 2]]
+    assert [(r.id, r.area, r.predicted_iou) for r in regions] == [
+        (0, 7, 1.0),
+        (1, 8, 0.9),
+        (2, 1, 0.1),
+    ]
+    # the paper's rule (0) keeps the near-copy with its leftover column
+    label_map, _ = postprocess(masks, [0.9, 0.8, 0.1], [1, 1, 1], 3)
+    assert label_map[:, 2].tolist() == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match="min_own_share"):
+        postprocess(masks, [0.9, 0.8, 0.1], [1, 1, 1], 3, min_own_share=1.5)
+
+
 def test_no_masks_is_one_background_region():
     label_map, regions = postprocess(np.zeros((0, 3, 5), bool), [], [], 5)
     assert (label_map == 0).all() and len(regions) == 1 and regions[0].bbox == (0, 0, 5, 3)
