@@ -110,6 +110,12 @@ class FgcaBuilder:
                         },
                     ),
                     "interpreter": self.settings.interpreter.model_dump(mode="json"),
+                    # the descriptions E change with the interpreter's recipe too
+                    "interpreter_version": (
+                        tiny_identity(self.settings.interpreter.model, seed=rt.seed)
+                        if self.settings.interpreter.model in TINY_BUILDERS
+                        else None
+                    ),
                 },
                 sort_keys=True,
             ).encode()

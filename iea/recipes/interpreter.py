@@ -46,7 +46,7 @@ SCORES = {"POS": 0.8, "NEU": 0.0, "NEG": -0.8}
 SENTIMENT_WORDS = {"POS": "positive", "NEU": "neutral", "NEG": "negative"}
 TRAIN = {
     "scenes": 800,
-    "epochs": 5,
+    "epochs": 8,
     "learning_rate": 3e-3,
     "batch_size": 16,
     "warmup_steps": 20,
@@ -165,16 +165,18 @@ def _examples(items, prompt: str, with_target: bool = True):
 
 
 def evaluate_interpreter(
-    model: Any, processor: Any, seed: int, scenes: int | None = None
+    model: Any, processor: Any, seed: int, scenes: int | None = None, *, spoiled: bool = False
 ) -> dict[str, Any]:
     """Held-out class-word and polarity accuracy (object crops) and parse rate (all crops),
     on scenes the training never drew (``seed + 20_000``), answered through
-    :class:`iea.models.vlm.VisionLanguageModel` exactly as the interpreter asks."""
+    :class:`iea.models.vlm.VisionLanguageModel` exactly as the interpreter asks. With
+    ``spoiled`` the masks are spoiled as in training (the masks a SAM gives), else exact."""
     from iea.models.vlm import VisionLanguageModel
     from iea.vision.interpret import parse_answer
     from iea.vision.prompts import INTERPRET_REGION
 
-    items = crops(seed, EVAL["scenes"] if scenes is None else scenes, offset=20_000)
+    n = EVAL["scenes"] if scenes is None else scenes
+    items = crops(seed, n, offset=20_000, jitter=TRAIN["jitter_px"] if spoiled else 0)
     vlm = VisionLanguageModel(model, processor)
     answers = vlm.generate(
         [Image.fromarray(c) for c, _, _ in items],
@@ -238,6 +240,8 @@ def build(path: str | Path, seed: int, log=None) -> Path:
         )
         model.eval()
         heldout, eval_s = timed(lambda: evaluate_interpreter(model, processor, seed))
+        spoiled = evaluate_interpreter(model, processor, seed, spoiled=True)
+        heldout["spoiled_masks"] = {k: v for k, v in spoiled.items() if k != "examples"}
         path.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(path)
         processor.save_pretrained(path)

@@ -233,3 +233,40 @@ def test_synthesize_phrases_equal_up_to_case_share_a_span():
     assert res.ok
     assert set(res.spans) == {"Dog", "cat", "dog"}
     assert res.spans["Dog"] == res.spans["dog"] == Span(2, 5, 1, 2)
+
+
+def test_synthesize_samples_the_first_attempt_when_not_greedy_first():
+    llm = _FakeLLM([["no"], ["a dog"]])
+    (res,) = synthesize(
+        llm, [("a", ["dog"], [])], seed=10, max_new_tokens=8, max_attempts=2, batch_size=1,
+        greedy_first=False,
+    )  # fmt: skip
+    assert [c["do_sample"] for c in llm.calls] == [True, True]
+    assert [c["seed"] for c in llm.calls] == [11, 12]
+    assert res.ok and res.attempts == 2
+
+
+def test_fgca_cache_key_changes_with_the_interpreters_recipe(tmp_path, monkeypatch):
+    """The per-image FGCA cache holds the interpreter's descriptions: a rebuilt tiny
+    interpreter (same name, new recipe) must miss, a logging setting must not."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import iea.align.build as build
+    from iea.config import load_settings
+    from iea.store import open_store
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"pixels")
+    sample = SimpleNamespace(image_path=image, label_map=np.zeros((4, 4), np.int32))
+    settings = load_settings("configs/demo.yaml", [f"store.root={tmp_path / 'store'}"])
+    builder = build.FgcaBuilder(settings, open_store(settings.store), llm=object(), interpreter=1)
+    before = builder.cache_key(sample)
+    real = build.tiny_identity
+    monkeypatch.setattr(
+        build,
+        "tiny_identity",
+        lambda name, seed: real(name, seed=seed) + ("-new" if "interp" in name else ""),
+    )
+    assert builder.cache_key(sample) != before
