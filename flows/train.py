@@ -517,18 +517,20 @@ def jmasa_finetune(
         for s in SPLITS
     }
     examples = {s: jmasa_examples(inputs[s], aligned[s], ablation=ablation)[0] for s in SPLITS}
-    from iea.align.aligner import coverage
+    from iea.align.aligner import alignment_precision, coverage
 
-    cov = {
-        s: coverage(
-            {t.id: [(a.start, a.end) for a in t.aspects] for t in tweets[s]},
-            {
-                t.id: [(r.word_start, r.word_end) for r in al]
-                for t, al in zip(tweets[s], aligned[s], strict=True)
-            },
-        )
+    gold_spans = {
+        s: {t.id: [(a.start, a.end) for a in t.aspects] for t in tweets[s]} for s in SPLITS
+    }
+    aligned_spans = {
+        s: {
+            t.id: [(r.word_start, r.word_end) for r in al]
+            for t, al in zip(tweets[s], aligned[s], strict=True)
+        }
         for s in SPLITS
     }
+    precision = {s: alignment_precision(gold_spans[s], aligned_spans[s]) for s in SPLITS}
+    cov = {s: coverage(gold_spans[s], aligned_spans[s]) for s in SPLITS}
     key = model_key(
         "jmasa",
         settings,
@@ -560,6 +562,7 @@ def jmasa_finetune(
                 {"aligner.key": aligner["key"], "dataset.fgca.version": aligner["fgca_version"]}
             )
         mlflow.log_metrics({f"coverage/{s}": v for s, v in cov.items()})
+        mlflow.log_metrics({f"alignment_precision/{s}": v for s, v in precision.items()})
         result = train_jmasa_task(settings, examples, tweets, key, ablation)
         _log_history(result["history"])
         mlflow.log_metrics({f"test/{k}": v for k, v in result["test"].items()})
@@ -609,6 +612,7 @@ def jmasa_finetune(
         "untrained_test_jmasa_f1": result["untrained_test_jmasa_f1"],
         "best_epoch": result["best_epoch"],
         "coverage": cov,
+        "alignment_precision": precision,
         "model_dir": result["model_dir"],
         "dataset_version": data["version"],
         "aligner": aligner and {k: aligner[k] for k in ("key", "test_span_acc", "model_dir")},

@@ -284,3 +284,26 @@ def coverage(
             total += 1
             covered += any(a[0] < ge and gs < a[1] for a in mine)
     return covered / total if total else 0.0
+
+
+def alignment_precision(
+    gold: dict[str, Sequence[tuple[int, int]]], aligned: dict[str, Sequence[tuple[int, int]]]
+) -> float:
+    """The share of aligned regions whose word span overlaps a gold aspect of their tweet.
+
+    The other side of :func:`coverage`: a region aligned to a word that is no aspect ("today")
+    puts a region where the instruction has nothing to say about it. It does not check that the
+    region shows that aspect (that needs region labels, which real tweets lack). Tweets missing
+    from ``gold`` count as having no aspects.
+
+    Returns:
+        Overlapping / total aligned spans in [0, 1]; 1.0 when nothing is aligned (no false
+        alignment was made).
+    """
+    total = hits = 0
+    for tid, spans in aligned.items():
+        mine = gold.get(tid, ())
+        for a in spans:
+            total += 1
+            hits += any(a[0] < ge and gs < a[1] for gs, ge in mine)
+    return hits / total if total else 1.0

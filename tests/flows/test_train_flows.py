@@ -1,11 +1,13 @@
 """``aligner_training`` + ``jmasa_finetune`` on the demo config, end to end under the Prefect
-harness: the tiny JMASA model learns (test JMASA F1 >= 0.8, far above the untrained model), both
-models are registered with their metrics and data versions, ``iea predict`` answers from the
-registry URI, an ablation logs its own run, and a rerun reuses the trained model."""
+harness: the tiny JMASA model learns (test JMASA F1 >= 0.5, far above the untrained model), the
+aligner puts regions next to their phrases (coverage > 0.5), both models are registered with
+their metrics and data versions, ``iea predict`` answers from the registry URI, an ablation
+logs its own run, and a rerun reuses the trained model."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -68,10 +70,11 @@ def test_best_on_dev_check_fails_on_the_last_epoch_kept():
 
 def test_demo_jmasa_learns_and_both_models_are_registered(trained, workdir):
     test = trained["test"]
-    # regions reach their phrases: the aligner covers gold aspects of the tweets (0.33 on test
-    # at the demo's settings; issue 9 asks 0.7, not reached yet: see its closing note)
-    assert trained["coverage"]["test"] > 0.2, trained["coverage"]
-    assert test["jmasa_f1"] >= 0.35, test  # 0.47 at 30 epochs; the text alone tells 30%
+    # regions reach their phrases: the aligner covers gold aspects of the tweets (0.72 on test
+    # at the demo's settings, every aligned region naming its aspect's class)
+    assert trained["coverage"]["test"] > 0.5, trained["coverage"]
+    assert trained["alignment_precision"]["test"] >= 0.8, trained["alignment_precision"]
+    assert test["jmasa_f1"] >= 0.5, test  # 0.66 at 30 epochs; the text alone tells 30%
     assert test["jmasa_f1"] - trained["untrained_test_jmasa_f1"] >= 0.3
     assert test["tweets"] == 50 and test["mate_f1"] >= 0.75, test
     assert trained["registered"] == {
@@ -191,5 +194,46 @@ def test_dir_the_image_decides_the_polarity(trained, workdir):
         for r, (_, _, term) in zip(rows, picks, strict=True)
     ]
     agree = sum(g == [pol] for g, (pol, _, _) in zip(got, picks, strict=True))
-    # chance is 2 of 6; a region aligned to the term carries its polarity (coverage ~0.3-0.5)
+    # chance is 2 of 6; a region aligned to the term carries its polarity (coverage ~0.7)
     assert agree >= 3, list(zip([p for p, _, _ in picks], got, strict=True))
+
+
+def test_full_and_no_nmi_differ_exactly_where_regions_are_aligned(trained, overrides, workdir):
+    """On the trained demo's test tweets: the aligner aligns regions to phrases, ``full`` puts
+    each right after its phrase and ``no_nmi`` after the text; without an aligned region the
+    two bodies are the same plain text."""
+    from iea.config import load_settings
+    from iea.data.records import Tweet
+    from iea.jmasa import align_regions, tweet_inputs
+    from iea.models.finetune import load_trained
+    from iea.nmi import build_instruction
+    from iea.store import open_store
+    from iea.vision.interpreter import ImageInterpreter
+
+    settings = load_settings(DEMO, overrides)
+    store = open_store(settings.store)
+    (test_file,) = (workdir / "store" / "datasets" / "twitter").glob("*/*/test.jsonl")
+    tweets = [Tweet.from_json(json.loads(x)) for x in test_file.read_text().splitlines()][:20]
+    (images_dir,) = (workdir / "work" / "synthetic").glob("*/images")
+    inputs = tweet_inputs(tweets, images_dir, ImageInterpreter(settings, store))
+    model, processor = load_trained(trained["aligner"]["model_dir"], device="cpu")
+    aligned = align_regions(
+        model, processor, inputs, store=store, aligner_key=trained["aligner"]["key"]
+    )
+    assert sum(map(len, aligned)) >= 10, aligned  # about 1.4 aligned regions a tweet
+    for item, regions in zip(inputs, aligned, strict=True):
+        full = build_instruction(item.tweet, regions).text_only().split("\nText:", 1)[1]
+        no_nmi = build_instruction(item.tweet, regions, ablation="no_nmi").text_only()
+        no_nmi = no_nmi.split("\nText:", 1)[1]
+        plain = " " + " ".join(item.tweet.tokens)
+        if not regions:
+            assert full == no_nmi == plain
+            continue
+        body, appended = no_nmi.split("\nRegions:")
+        assert body == plain
+        groups = re.compile(r" \[region: <region \d+>[^\]]*\]")
+        assert sorted(groups.findall(appended)) == sorted(groups.findall(full))
+        assert groups.sub("", full) == plain  # full = the plain text with the groups inserted
+        for r in regions:  # each group sits right after the last word of its phrase
+            last = item.tweet.tokens[r.word_end - 1]
+            assert f" {last} [region: <region {r.region_id}> " in full, (full, r)

@@ -274,3 +274,17 @@ def test_coverage():
 def test_coverage_rejects_empty_gold_span():
     with pytest.raises(ValueError, match=r"tweet t1: gold span \[2, 2\)"):
         coverage({"t1": [(2, 2)]}, {})
+
+
+def test_alignment_precision_counts_regions_aligned_off_the_aspects():
+    from iea.align.aligner import alignment_precision
+
+    gold = {"t1": [(0, 1), (3, 5)], "t2": [(2, 3)]}
+    aligned = {
+        "t1": [(4, 6), (1, 2)],  # the first overlaps (3, 5); the second sits on no aspect
+        "t2": [(2, 3)],
+        "t9": [(0, 1)],  # a tweet without gold aspects: a false alignment
+    }
+    assert alignment_precision(gold, aligned) == pytest.approx(2 / 4)
+    assert alignment_precision(gold, {}) == 1.0
+    assert alignment_precision(gold, {"t2": [_aspan(1, 3)]}) == 1.0
