@@ -1,0 +1,100 @@
+"""Does a trained JMASA model read the region descriptions ``E`` next to the phrases?
+
+Scores one trained model on one split three times, changing only the descriptions of the
+aligned regions in its ``full`` instructions: as the interpreter wrote them, with every colour
+and sentiment word rotated (green -> red -> blue -> green, positive -> negative -> neutral ->
+positive), and blanked to "a thing". A model that takes the polarity from ``E`` follows the
+rotation (MASC falls towards 0 on the aligned aspects); one that ignores ``E`` does not move.
+Per-aspect counts split the gold aspects into those a region is aligned to and the rest.
+
+    .venv/bin/python experiments/read_descriptions.py --config configs/demo.yaml \\
+        --tweets outputs/store/datasets/twitter/synthetic-twitter/<version>/test.jsonl \\
+        --images outputs/work/synthetic/<folder>/images \\
+        --jmasa outputs/work/models/jmasa/<key>/model \\
+        --aligner outputs/work/models/aligner/<key>/model
+
+Interpretations and alignments come from the store's caches when present (same config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+ROTATE = {
+    "positive": "negative",
+    "negative": "neutral",
+    "neutral": "positive",
+    "green": "red",
+    "red": "blue",
+    "blue": "green",
+}
+
+
+def rotate(description: str) -> str:
+    out = []
+    for word in description.replace("(", "( ").split():
+        bare = word.rstrip(",")
+        out.append(ROTATE.get(bare, bare) + word[len(bare) :])
+    return " ".join(out).replace("( ", "(")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--tweets", required=True, type=Path)
+    ap.add_argument("--images", required=True, type=Path)
+    ap.add_argument("--jmasa", required=True, type=Path)
+    ap.add_argument("--aligner", required=True, type=Path)
+    args = ap.parse_args()
+
+    from iea.config import load_settings
+    from iea.data.records import Tweet
+    from iea.jmasa import align_regions, jmasa_examples, predict, score_predictions, tweet_inputs
+    from iea.models.finetune import load_trained
+    from iea.store import open_store
+    from iea.vision.interpreter import ImageInterpreter
+
+    settings = load_settings(args.config, [])
+    store = open_store(settings.store)
+    lines = args.tweets.read_text().splitlines()
+    tweets = [Tweet.from_json(json.loads(x)) for x in lines if x.strip()]
+    inputs = tweet_inputs(tweets, args.images, ImageInterpreter(settings, store))
+    model, processor = load_trained(args.aligner, device="cpu")
+    aligned = align_regions(
+        model, processor, inputs, store=store, aligner_key=args.aligner.parent.name
+    )
+    jm, jp = load_trained(args.jmasa, device="cpu")
+    variants = {"as written": None, "rotated": rotate, "blank": lambda _: "a thing"}
+    report = {}
+    for name, change in variants.items():
+        regions = [
+            [dataclasses.replace(r, description=change(r.description)) if change else r for r in al]
+            for al in aligned
+        ]
+        examples, _ = jmasa_examples(inputs, regions, ablation="full")
+        rows = predict(jm, jp, examples, tweets, max_new_tokens=32, batch_size=8)
+        scores = score_predictions(rows, tweets)
+        counts = {"aligned": [0, 0], "not aligned": [0, 0]}  # [polarity right, found]
+        for item, al, row in zip(inputs, aligned, rows, strict=True):
+            got = {(a["from"], a["to"]): a["polarity"] for a in row["aspects"]}
+            for a in item.tweet.aspects:
+                kind = (
+                    "aligned"
+                    if any(r.word_start < a.end and a.start < r.word_end for r in al)
+                    else "not aligned"
+                )
+                if (a.start, a.end) in got:
+                    counts[kind][1] += 1
+                    counts[kind][0] += got[(a.start, a.end)] == a.polarity
+        report[name] = {
+            **{k: round(scores[k], 3) for k in ("jmasa_f1", "mate_f1", "masc_acc")},
+            **{f"masc_{k}": f"{r}/{f}" for k, (r, f) in counts.items()},
+        }
+        print(name, report[name], flush=True)
+
+
+if __name__ == "__main__":
+    main()
