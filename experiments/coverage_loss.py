@@ -1,0 +1,79 @@
+"""Where the aligner's coverage is lost on the demo world's tweets.
+
+Every gold aspect of one split falls in one of three kinds: ``covered`` (a kept region is aligned
+to a span overlapping it), ``named, not aligned`` (a kept region's description names the
+aspect's class, but the aligner did not align it there), ``no region names the class`` (SAM, the
+filters or the interpreter lost it). Aligned regions are also checked: ``right`` when the
+description names a class word of the span it is aligned to. The world's aspect terms end in
+their class name (:func:`iea.data.synthetic.aspect_class`), so this needs no region labels.
+
+    .venv/bin/python experiments/coverage_loss.py --config configs/demo.yaml \\
+        --tweets outputs/store/datasets/twitter/synthetic-twitter/<version>/test.jsonl \\
+        --images outputs/work/synthetic/<folder>/images \\
+        --aligner outputs/work/models/aligner/<key>/model
+
+Interpretations and alignments come from the store's caches when present (same config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--tweets", required=True, type=Path)
+    ap.add_argument("--images", required=True, type=Path)
+    ap.add_argument("--aligner", required=True, type=Path)
+    ap.add_argument("--show", type=int, default=5, help="misses to print")
+    args = ap.parse_args()
+
+    from iea.config import load_settings
+    from iea.data.records import Tweet
+    from iea.data.synthetic import aspect_class
+    from iea.jmasa import align_regions, tweet_inputs
+    from iea.models.finetune import load_trained
+    from iea.store import open_store
+    from iea.vision.interpreter import ImageInterpreter
+
+    settings = load_settings(args.config, [])
+    store = open_store(settings.store)
+    lines = args.tweets.read_text().splitlines()
+    tweets = [Tweet.from_json(json.loads(x)) for x in lines if x.strip()]
+    inputs = tweet_inputs(tweets, args.images, ImageInterpreter(settings, store))
+    model, processor = load_trained(args.aligner, device="cpu")
+    aligned = align_regions(
+        model, processor, inputs, store=store, aligner_key=args.aligner.parent.name
+    )
+    kinds: collections.Counter = collections.Counter()
+    shown = 0
+    for item, al in zip(inputs, aligned, strict=True):
+        tokens = item.tweet.tokens
+        for a in item.tweet.aspects:
+            cls = aspect_class(tokens, a)
+            named = [r for r in item.regions if cls in r.description.split()]
+            if any(r.word_start < a.end and a.start < r.word_end for r in al):
+                kinds["covered"] += 1
+            elif named:
+                kinds["named, not aligned"] += 1
+                if shown < args.show:
+                    shown += 1
+                    print("miss:", " ".join(tokens), "|", [r.description for r in named])
+            else:
+                kinds["no region names the class"] += 1
+    right = sum(
+        any(w in r.description.split() for w in item.tweet.tokens[r.word_start : r.word_end])
+        for item, al in zip(inputs, aligned, strict=True)
+        for r in al
+    )
+    total = sum(map(len, aligned))
+    regions = sum(len(item.regions) for item in inputs)
+    print(json.dumps({**kinds, "aligned": f"{right}/{total} right", "kept regions": regions}))
+
+
+if __name__ == "__main__":
+    main()
