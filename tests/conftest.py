@@ -25,8 +25,11 @@ def twitter_root() -> Path:
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory) -> Path:
-    """A session-wide temporary cache where ``tiny-*`` models are built once."""
-    path = tmp_path_factory.mktemp("model-cache")
+    """A session-wide temporary cache where ``tiny-*`` models are built once;
+    ``$IEA_TEST_MODEL_CACHE`` names a folder to reuse between runs instead (local iteration;
+    a changed recipe still rebuilds, as its folder name holds its source hash)."""
+    reuse = os.environ.get("IEA_TEST_MODEL_CACHE")
+    path = Path(reuse) if reuse else tmp_path_factory.mktemp("model-cache")
     old = os.environ.get("IEA_MODEL_CACHE")
     os.environ["IEA_MODEL_CACHE"] = str(path)
     yield path
