@@ -32,23 +32,11 @@ def main() -> None:
     ap.add_argument("--show", type=int, default=5, help="misses to print")
     args = ap.parse_args()
 
-    from iea.config import load_settings
-    from iea.data.records import Tweet
-    from iea.data.synthetic import aspect_class
-    from iea.jmasa import align_regions, tweet_inputs
-    from iea.models.finetune import load_trained
-    from iea.store import open_store
-    from iea.vision.interpreter import ImageInterpreter
+    from _regions import aligned_split
 
-    settings = load_settings(args.config, [])
-    store = open_store(settings.store)
-    lines = args.tweets.read_text().splitlines()
-    tweets = [Tweet.from_json(json.loads(x)) for x in lines if x.strip()]
-    inputs = tweet_inputs(tweets, args.images, ImageInterpreter(settings, store))
-    model, processor = load_trained(args.aligner, device="cpu")
-    aligned = align_regions(
-        model, processor, inputs, store=store, aligner_key=args.aligner.parent.name
-    )
+    from iea.data.synthetic import aspect_class
+
+    _, inputs, aligned = aligned_split(args.config, args.tweets, args.images, args.aligner)
     kinds: collections.Counter = collections.Counter()
     shown = 0
     for item, al in zip(inputs, aligned, strict=True):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 ROTATE = {
@@ -50,22 +49,12 @@ def main() -> None:
     ap.add_argument("--aligner", required=True, type=Path)
     args = ap.parse_args()
 
-    from iea.config import load_settings
-    from iea.data.records import Tweet
-    from iea.jmasa import align_regions, jmasa_examples, predict, score_predictions, tweet_inputs
-    from iea.models.finetune import load_trained
-    from iea.store import open_store
-    from iea.vision.interpreter import ImageInterpreter
+    from _regions import aligned_split
 
-    settings = load_settings(args.config, [])
-    store = open_store(settings.store)
-    lines = args.tweets.read_text().splitlines()
-    tweets = [Tweet.from_json(json.loads(x)) for x in lines if x.strip()]
-    inputs = tweet_inputs(tweets, args.images, ImageInterpreter(settings, store))
-    model, processor = load_trained(args.aligner, device="cpu")
-    aligned = align_regions(
-        model, processor, inputs, store=store, aligner_key=args.aligner.parent.name
-    )
+    from iea.jmasa import jmasa_examples, predict, score_predictions
+    from iea.models.finetune import load_trained
+
+    tweets, inputs, aligned = aligned_split(args.config, args.tweets, args.images, args.aligner)
     jm, jp = load_trained(args.jmasa, device="cpu")
     variants = {"as written": None, "rotated": rotate, "blank": lambda _: "a thing"}
     report = {}

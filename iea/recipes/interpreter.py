@@ -115,8 +115,8 @@ def _pascal_background(seed: int, k: int) -> np.ndarray:
     from iea.recipes.sam import _jpeg
 
     label_map, rgb = draw_synthetic_sample(k, seed=seed + 50_000)
-    names = np.vectorize(lambda i: SYNTHETIC_LABELS.get(int(i), ""))(label_map)
-    return _crop(_jpeg(rgb), np.isin(names, BACKGROUND_CLASSES))
+    ids = [i for i, name in SYNTHETIC_LABELS.items() if name in BACKGROUND_CLASSES]
+    return _crop(_jpeg(rgb), np.isin(label_map, ids))
 
 
 def _crop(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
