@@ -51,8 +51,18 @@ def finetune_config(stage: ModelStageSettings, seed: int) -> FinetuneConfig:
         warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay,
         checkpoint_every=t.checkpoint_every,
+        eval_every=t.eval_every,
         seed=seed,
     )
+
+
+def _train_key(train) -> dict:
+    """The training settings in a model key. ``eval_every`` = 1 is how every model trained
+    before the setting existed, so it is left out then and those keys stay valid."""
+    out = train.model_dump(mode="json")
+    if out.get("eval_every") == 1:
+        del out["eval_every"]
+    return out
 
 
 def model_key(stage: str, settings: Settings, data_version: str, extra: dict | None = None) -> str:
@@ -64,7 +74,7 @@ def model_key(stage: str, settings: Settings, data_version: str, extra: dict | N
             "data": data_version,
             "model": s.model,
             "lora": s.lora.model_dump(mode="json"),
-            "train": s.train.model_dump(mode="json"),
+            "train": _train_key(s.train),
             "seed": settings.runtime.seed,
             "engine": ENGINE_VERSION,
             **(extra or {}),

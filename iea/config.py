@@ -138,6 +138,8 @@ class TrainSettings(_Section):
     weight_decay: float = Field(0.0, ge=0)
     checkpoint_every: int = Field(0, ge=0)
     """Optimizer steps between checkpoints (0: at epoch ends only)."""
+    eval_every: int = Field(1, ge=1)
+    """Epochs between dev evaluations (and best-epoch candidates); the last is always one."""
     eval_batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(48, ge=1)
     """Longest generated answer when evaluating and predicting (tokens)."""

@@ -95,11 +95,14 @@ class FinetuneConfig:
     max_grad_norm: float = 1.0
     checkpoint_every: int = 0
     """Optimizer steps between checkpoints (0: only at epoch ends)."""
+    eval_every: int = 1
+    """Epochs between dev evaluations (``evaluate``); the last epoch is always evaluated, so
+    best-epoch selection chooses among epochs ``eval_every``, ``2 * eval_every``, ..., the last."""
     keep_checkpoints: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha"):
+        for name in ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "eval_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -325,7 +328,8 @@ def train(
             ``out_dir/best.pt``.
         log: receives ``train.loss``, ``train.lr``, ``train.tokens_per_s``, ... per step and
             the ``evaluate`` metrics per epoch.
-        evaluate: called with the model at each epoch end; returns dev metrics.
+        evaluate: called with the model at the end of every ``cfg.eval_every``-th epoch and of
+            the last; returns dev metrics.
         select: the metric of ``evaluate`` to maximise for best-epoch selection (the best
             epoch's weights are loaded back at the end); None: keep the last epoch.
         resume: continue from the newest checkpoint in ``out_dir`` when there is one.
@@ -452,7 +456,8 @@ def train(
             end_of_epoch = s + 1 == steps_per_epoch
             if end_of_epoch:
                 row: dict[str, float] = {"epoch": epoch + 1, "step": step, "loss": loss_sum}
-                if evaluate is not None:
+                evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+                if evaluate is not None and evaluated:
                     model.eval()
                     metrics = evaluate(model)
                     model.train()

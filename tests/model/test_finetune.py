@@ -169,3 +169,29 @@ def test_bad_examples_are_named(tmp_path, model_cache):
         train(model, proc, [no_image], cfg, out_dir=tmp_path)
     with pytest.raises(ValueError, match="empty target"):
         train(model, proc, [Example("t", ex.content, ex.images, "")], cfg, out_dir=tmp_path)
+
+
+def test_eval_every_evaluates_those_epochs_and_the_last_and_selects_among_them(
+    tmp_path, model_cache
+):
+    cfg = FinetuneConfig(epochs=5, learning_rate=1e-3, batch_size=4, lora_dropout=0.0, eval_every=2)
+    model, proc = _model(model_cache, cfg)
+    seen: list[int] = []
+    scores = {1: 0.9, 2: 0.2, 3: 0.99, 4: 0.5, 5: 0.4}  # epoch 3 would win if it were evaluated
+
+    def evaluate(m) -> dict[str, float]:
+        seen.append(len(seen))
+        epoch = (2, 4, 5)[len(seen) - 1]
+        return {"acc": scores[epoch]}
+
+    model, result = train(
+        model, proc, _examples(), cfg, out_dir=tmp_path, evaluate=evaluate, select="acc"
+    )
+    assert len(seen) == 3
+    assert [("acc" in row) for row in result.history] == [False, True, False, True, True]
+    assert result.best_epoch == 4 and result.best_metric == 0.5
+
+
+def test_eval_every_must_be_positive():
+    with pytest.raises(ValueError, match="eval_every"):
+        FinetuneConfig(eval_every=0)

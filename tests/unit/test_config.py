@@ -90,3 +90,17 @@ def test_flat_params():
     flat = load_settings(env={}).flat()
     assert flat["segment.num_regions"] == 5
     assert flat["jmasa.lora.target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_model_key_holds_eval_every_only_when_it_changes_the_selection():
+    from flows.train import model_key
+
+    def key(*overrides):
+        return model_key(
+            "jmasa", load_settings(REPO / "configs/demo.yaml", list(overrides), env={}), "d1"
+        )
+
+    base = key()
+    assert key("jmasa.train.eval_every=1") == base  # the behaviour before the setting existed
+    assert key("jmasa.train.eval_every=2") != base
+    assert key("jmasa.train.epochs=31") != base
