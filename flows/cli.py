@@ -423,6 +423,11 @@ def experiment_ablations(
         "0.25,0.5", "--fractions", help="shares of the training tweets (Figure 5), besides 1.0"
     ),
     thresholds: bool = typer.Option(True, "--thresholds/--no-thresholds"),
+    equal_steps: bool = typer.Option(
+        True,
+        "--equal-steps/--same-epochs",
+        help="a data share trains epochs/share epochs (the steps of 100%) or the same epochs",
+    ),
     out: Path = typer.Option(Path("outputs/experiment.md"), "--out"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
@@ -454,6 +459,7 @@ def experiment_ablations(
         fractions=shares,
         thresholds=thresholds,
         out=str(out),
+        equal_steps=equal_steps,
     )
 
 

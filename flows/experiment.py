@@ -18,7 +18,15 @@ from prefect import flow, get_run_logger
 
 from flows import tracking
 from iea.config import load_settings
-from iea.experiment import ROWS, Run, check_claims, claims_markdown, markdown_table, summarise
+from iea.experiment import (
+    ROWS,
+    Run,
+    check_claims,
+    claims_markdown,
+    fraction_overrides,
+    markdown_table,
+    summarise,
+)
 
 
 def threshold_settings(settings) -> dict[str, list[str]]:
@@ -40,9 +48,11 @@ def ablation_experiment(
     fractions: list[float] | None = None,
     thresholds: bool = True,
     out: str | None = None,
+    equal_steps: bool = True,
 ) -> dict:
-    """Train every (row, seed), every data fraction (``full`` and ``no_aligner_nmi``) and,
-    with ``thresholds``, ``full`` at each named filter setting; return the summary and claims.
+    """Train every (row, seed), every data fraction (``full`` and ``no_aligner_nmi``;
+    :func:`iea.experiment.fraction_overrides`, ``equal_steps``) and, with ``thresholds``,
+    ``full`` at each named filter setting; return the summary and claims.
     """
     from flows.train import jmasa_finetune
 
@@ -53,6 +63,7 @@ def ablation_experiment(
     rows = list(rows or ROWS)
     fractions = sorted({float(f) for f in (fractions or [1.0])} | {1.0})
     n_train = settings.data.synthetic.n_train
+    train = settings.jmasa.train
     jobs: list[tuple[str, int, float, str, list[str]]] = []
     for seed in seeds:
         for row in rows:
@@ -60,8 +71,10 @@ def ablation_experiment(
         for f in fractions:
             if f < 1.0:
                 for row in ("full", "no_aligner_nmi"):
-                    cap = max(1, round(f * n_train))
-                    jobs.append((row, seed, f, "config", [f"jmasa.train.max_train_examples={cap}"]))
+                    extra = fraction_overrides(
+                        f, n_train, train.epochs, train.eval_every, equal_steps=equal_steps
+                    )
+                    jobs.append((row, seed, f, "config", extra))
         if thresholds:
             for name, extra in threshold_settings(settings).items():
                 if name != "config":
@@ -94,6 +107,7 @@ def ablation_experiment(
                 "rows": json.dumps(rows),
                 "fractions": json.dumps(fractions),
                 "thresholds": thresholds,
+                "equal_steps": equal_steps,
             }
         )
         for r in runs:

@@ -44,6 +44,34 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def fraction_overrides(
+    fraction: float, n_train: int, epochs: int, eval_every: int = 1, *, equal_steps: bool = True
+) -> list[str]:
+    """The JMASA training overrides of a data-efficiency row: the first ``round(fraction *
+    n_train)`` training tweets (at least one) and, with ``equal_steps``, ``epochs / fraction``
+    epochs with a dev evaluation every ``eval_every / fraction`` (both rounded), so the share
+    trains for about as many optimizer steps, with as many dev evaluations, as 100% does: a
+    smaller share sees each tweet more often, it does not train less. ``equal_steps=False``:
+    the same epochs as 100% (fewer steps).
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1], or a count below 1.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if n_train < 1 or epochs < 1 or eval_every < 1:
+        raise ValueError(
+            f"n_train, epochs and eval_every must be >= 1, got {n_train}, {epochs}, {eval_every}"
+        )
+    out = [f"jmasa.train.max_train_examples={max(1, round(fraction * n_train))}"]
+    if equal_steps and fraction < 1:
+        out += [
+            f"jmasa.train.epochs={max(1, round(epochs / fraction))}",
+            f"jmasa.train.eval_every={max(1, round(eval_every / fraction))}",
+        ]
+    return out
+
+
 @dataclass(frozen=True)
 class Stat:
     mean: float

@@ -10,6 +10,7 @@ from iea.experiment import (
     at_least,
     check_claims,
     claims_markdown,
+    fraction_overrides,
     markdown_table,
     stat,
     summarise,
@@ -56,3 +57,20 @@ def test_claims_cover_every_row_run_and_render():
     assert "| full | 100% | config | 0.810 ± 0.014 |" in table
     assert "0.717 / 0.721" in table and "0.684 / —" in table  # the paper's cells we have
     assert "DOES NOT HOLD: full > no_nmi" in claims_markdown(check_claims(summary))
+
+
+def test_fraction_rows_train_about_the_steps_of_the_whole_set():
+    assert fraction_overrides(0.25, 200, 30, 1) == [
+        "jmasa.train.max_train_examples=50",
+        "jmasa.train.epochs=120",
+        "jmasa.train.eval_every=4",
+    ]
+    assert fraction_overrides(0.5, 200, 30, 2, equal_steps=False) == [
+        "jmasa.train.max_train_examples=100"
+    ]
+    assert fraction_overrides(1.0, 200, 30, 1) == ["jmasa.train.max_train_examples=200"]
+    assert fraction_overrides(0.001, 200, 3, 1)[0] == "jmasa.train.max_train_examples=1"
+    with pytest.raises(ValueError, match="fraction"):
+        fraction_overrides(0.0, 200, 30, 1)
+    with pytest.raises(ValueError, match="n_train"):
+        fraction_overrides(0.5, 0, 30, 1)
