@@ -560,6 +560,7 @@ def jmasa_finetune(
             "stage": "jmasa",
             "ablation": ablation,
             "work_pool": training_pool(settings, "jmasa"),
+            "model.key": key,
         },
         system_metrics=True,
     ) as run:

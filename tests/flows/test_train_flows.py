@@ -1,5 +1,5 @@
 """``aligner_training`` + ``jmasa_finetune`` on the demo config, end to end under the Prefect
-harness: the tiny JMASA model learns (test JMASA F1 >= 0.5, far above the untrained model), the
+harness: the tiny JMASA model learns (test JMASA F1 >= 0.55, far above the untrained model), the
 aligner puts regions next to their phrases (coverage > 0.5), both models are registered with
 their metrics and data versions, ``iea predict`` answers from the registry URI, an ablation
 logs its own run, and a rerun reuses the trained model."""
@@ -74,7 +74,7 @@ def test_demo_jmasa_learns_and_both_models_are_registered(trained, workdir):
     # at the demo's settings, every aligned region naming its aspect's class)
     assert trained["coverage"]["test"] > 0.5, trained["coverage"]
     assert trained["alignment_precision"]["test"] >= 0.8, trained["alignment_precision"]
-    assert test["jmasa_f1"] >= 0.5, test  # 0.66 at 30 epochs; the text alone tells 30%
+    assert test["jmasa_f1"] >= 0.55, test  # 0.68 at 30 epochs; the text alone tells 30%
     assert test["jmasa_f1"] - trained["untrained_test_jmasa_f1"] >= 0.3
     assert test["tweets"] == 50 and test["mate_f1"] >= 0.75, test
     assert trained["registered"] == {
@@ -88,6 +88,7 @@ def test_demo_jmasa_learns_and_both_models_are_registered(trained, workdir):
     run = client.get_run(trained["run_id"])
     assert run.data.metrics["test/jmasa_f1"] == pytest.approx(test["jmasa_f1"])
     assert run.data.tags["ablation"] == "full" and "train/loss" in run.data.metrics
+    assert run.data.tags["model.key"] == trained["key"]  # the folder of the trained model
     assert "system/cpu_utilization_percentage" in run.data.metrics
     assert run.inputs.dataset_inputs[0].dataset.digest == trained["dataset_version"]
     history = client.get_metric_history(trained["run_id"], "dev/jmasa_f1")
