@@ -95,7 +95,10 @@ class SegmentSettings(_Section):
     (a near-copy of a kept mask; :func:`iea.vision.segment.postprocess`). 0 = the paper's
     rule."""
     points_per_side: int = Field(32, ge=1)
-    pred_iou_thresh: float = Field(0.88, ge=0.0, le=1.0)
+    pred_iou_thresh: float = Field(0.7, ge=0.0, le=1.0)
+    """The mask generator's own cut on SAM's predicted IoU (``SamAutomaticMaskGenerator``'s
+    default is 0.88): a mask below it never reaches the region filters, so it must sit at or
+    below ``filters.t_conf`` (checked), or ``t_conf`` could never drop a mask it keeps."""
     stability_score_thresh: float = Field(0.95, ge=0.0, le=1.0)
     max_side: int = Field(1024, ge=16)
     """Images whose longer side exceeds this are downscaled for SAM (pixels); the label map is
@@ -252,6 +255,17 @@ class Settings(_Section):
     fgca: FgcaSettings = FgcaSettings()
     store: StoreSettings = StoreSettings()
     tracking: TrackingSettings = TrackingSettings()
+
+    @model_validator(mode="after")
+    def _generator_cut_below_t_conf(self) -> Settings:
+        cut, t_conf = self.segment.pred_iou_thresh, self.filters.t_conf
+        if cut > t_conf:
+            raise ValueError(
+                f"segment.pred_iou_thresh ({cut}) is above filters.t_conf ({t_conf}): the mask"
+                " generator would drop every mask t_conf is there to judge; set"
+                " segment.pred_iou_thresh <= filters.t_conf"
+            )
+        return self
 
     def flat(self) -> dict[str, Any]:
         """The resolved settings as ``{"section.key": value}`` (for MLflow params)."""

@@ -70,6 +70,22 @@ def test_every_shipped_config_loads():
         assert isinstance(load_settings(c, env={}), Settings)
 
 
+def test_the_generator_cut_must_sit_at_or_below_t_conf():
+    """With SAM's stock cut (0.88) above the paper's t_conf (0.7), masks between them never
+    reach the filter and t_conf = 0.7 could not drop anything the generator keeps."""
+    paper = REPO / "configs" / "paper.yaml"
+    s = load_settings(paper, env={})
+    assert s.segment.pred_iou_thresh <= s.filters.t_conf == 0.7
+    assert load_settings(None, env={}).segment.pred_iou_thresh <= Settings().filters.t_conf
+    with pytest.raises(
+        ConfigError, match=r"segment.pred_iou_thresh \(0.88\) is above filters.t_conf \(0.7\)"
+    ):
+        load_settings(paper, ["segment.pred_iou_thresh=0.88"], env={})
+    with pytest.raises(ConfigError, match="is above filters.t_conf"):
+        load_settings(paper, ["filters.t_conf=0.5"], env={})
+    assert load_settings(paper, ["filters.t_conf=0.5", "segment.pred_iou_thresh=0.5"], env={})
+
+
 def test_paper_config_carries_the_paper_settings():
     s = load_settings(REPO / "configs" / "paper.yaml", env={})
     assert (s.segment.num_regions, s.filters.t_size, s.filters.t_clarity, s.filters.t_conf) == (
