@@ -11,6 +11,27 @@ from flows import set_offline_defaults
 
 set_offline_defaults()
 
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+"""Worker processes of this run (``make test`` runs ``pytest -n 2``; 1 without xdist)."""
+if XDIST_WORKERS > 1:
+    # Each worker takes its share of the cores: torch's default of one thread per core in every
+    # worker makes the workers' kernels fight over the same cores (2 workers x 2 threads on 2
+    # cores ran slower than 1 x 2). Subprocesses the tests start inherit the variable.
+    _threads = max(1, len(os.sched_getaffinity(0)) // XDIST_WORKERS)
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    import torch
+
+    torch.set_num_threads(_threads)
+
+WORLD_MODELS = (
+    "tiny-qwen3-vl-interp",
+    "tiny-sam-world",
+    "tiny-qwen3-fgca",
+    "tiny-qwen3-vl",
+    "tiny-qwen3",
+)
+"""The tiny models the model tier builds, costliest first (the order workers take them in)."""
+
 REPO = Path(__file__).resolve().parents[1]
 TWITTER = REPO.parent / "shared" / "data" / "twitter"
 
@@ -27,11 +48,25 @@ def twitter_root() -> Path:
 def model_cache(tmp_path_factory) -> Path:
     """A session-wide temporary cache where ``tiny-*`` models are built once;
     ``$IEA_TEST_MODEL_CACHE`` names a folder to reuse between runs instead (local iteration;
-    a changed recipe still rebuilds, as its folder name holds its source hash)."""
+    a changed recipe still rebuilds, as its folder name holds its source hash).
+
+    Under xdist the workers share one cache (in the run's common temporary folder) and, before
+    their first model test, each builds the :data:`WORLD_MODELS` no other worker is building
+    (``prepare_tiny(skip_busy=True)``), so the builds run side by side and none runs twice."""
     reuse = os.environ.get("IEA_TEST_MODEL_CACHE")
-    path = Path(reuse) if reuse else tmp_path_factory.mktemp("model-cache")
+    if reuse:
+        path = Path(reuse)
+    elif XDIST_WORKERS > 1:
+        path = tmp_path_factory.getbasetemp().parent / "model-cache"
+        path.mkdir(exist_ok=True)
+    else:
+        path = tmp_path_factory.mktemp("model-cache")
     old = os.environ.get("IEA_MODEL_CACHE")
     os.environ["IEA_MODEL_CACHE"] = str(path)
+    if XDIST_WORKERS > 1:
+        from iea.models.refs import prepare_tiny
+
+        prepare_tiny(WORLD_MODELS, cache=path, skip_busy=True)
     yield path
     if old is None:
         os.environ.pop("IEA_MODEL_CACHE", None)

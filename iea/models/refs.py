@@ -19,6 +19,7 @@ asked for, puts the model on the requested device and dtype in eval mode, and co
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -250,33 +251,78 @@ def ensure_tiny(
     seed: int = 0,
     cache: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
-) -> Path:
+    skip_busy: bool = False,
+) -> Path | None:
     """Build the tiny model ``name`` for ``seed`` unless it is already in the cache; its path.
 
-    The build goes to a temporary sibling directory that is renamed into place, so a directory
-    that exists is always complete; when two processes race, the first rename wins and the
-    other build is discarded.
+    One process builds a model at a time: the build holds an exclusive lock on
+    ``<cache>/.locks/<identity>.lock`` (``fcntl.flock``, released when the process dies), and a
+    process that waited for it finds the model built and loads it, so several processes
+    preparing the same models (test workers, flows starting together) share the work instead
+    of repeating it. The build goes to a temporary sibling directory that is renamed into
+    place, so a directory that exists is always complete.
+
+    Args:
+        skip_busy: when another process holds the lock, return None at once instead of waiting.
+
+    Returns:
+        The model's directory, or None (only with ``skip_busy``, when another process is
+        building it).
     """
     final = tiny_path(name, seed=seed, cache=cache)
     if _built(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        builder = _builder(name)
-        if progress is not None and "log" in inspect.signature(builder).parameters:
-            builder(tmp, seed, log=progress)  # a trained recipe reports its steps
-        else:
-            builder(tmp, seed)
-        BUILD_COUNTS[name] += 1
+    locks = final.parent / ".locks"  # kept: unlinking a lock file others wait on is a race
+    locks.mkdir(exist_ok=True)
+    with _build_lock(locks / f"{final.name}.lock", wait=not skip_busy) as held:
+        if not held:
+            return None
+        if _built(final):  # built by the process we waited for
+            return final
+        if progress is not None:
+            minutes = TINY_BUILDERS[name].minutes
+            about = f", about {minutes:g} min on 2 CPU cores" if minutes else ""
+            progress(
+                f"building {name} (seed {seed}) into {final.parent}: once per cache{about}"
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _built(final):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            builder = _builder(name)
+            if progress is not None and "log" in inspect.signature(builder).parameters:
+                builder(tmp, seed, log=progress)  # a trained recipe reports its steps
+            else:
+                builder(tmp, seed)
+            BUILD_COUNTS[name] += 1
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not _built(final):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path, *, wait: bool):
+    """Hold an exclusive ``flock`` on ``path``; yields False when ``wait`` is off and another
+    process holds it. Where ``fcntl`` does not exist (Windows) no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield True
+        return
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _builder(name: str) -> Callable[[str | Path, int], Path]:
@@ -292,15 +338,19 @@ def prepare_tiny(
     seed: int = 0,
     cache: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
+    skip_busy: bool = False,
 ) -> list[str]:
     """Build every ``tiny-…`` reference of ``refs`` that is not in the cache yet.
 
     Meant to run before a flow starts, so that a one-time build (``tiny-qwen3-fgca`` trains for
     about 90 s) happens up front with a message, not inside a task. Other references are
     ignored (they are loaded, or fail with :class:`ModelNotAvailable`, where they are used).
+    A model another process is building is waited for (:func:`ensure_tiny`), or, with
+    ``skip_busy``, left to that process: several processes calling this with ``skip_busy``
+    build different models at the same time.
 
     Returns:
-        The names that were built now (empty when all were cached).
+        The names that were built now by this process (empty when all were cached).
     """
     built = []
     for ref in dict.fromkeys(refs):
@@ -308,12 +358,10 @@ def prepare_tiny(
             continue
         if _built(tiny_path(ref, seed=seed, cache=cache)):
             continue
-        if progress is not None:
-            minutes = TINY_BUILDERS[ref].minutes
-            about = f", about {minutes:g} min on 2 CPU cores" if minutes else ""
-            progress(f"building {ref} (seed {seed}) into {cache_dir(cache)}: once per cache{about}")
-        ensure_tiny(ref, seed=seed, cache=cache, progress=progress)
-        built.append(ref)
+        before = BUILD_COUNTS[ref]
+        ensure_tiny(ref, seed=seed, cache=cache, progress=progress, skip_busy=skip_busy)
+        if BUILD_COUNTS[ref] > before:
+            built.append(ref)
     return built
 
 

@@ -102,7 +102,7 @@ def test_building_does_not_touch_the_global_rng(tmp_path):
 def test_cached_build_and_load_counts(cache):
     path = tiny_path("tiny-qwen3-vl", cache=cache)
     assert (path / "model.safetensors").is_file()
-    assert not [p for p in cache.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]  # no temp dirs left
     builds = refs.BUILD_COUNTS.copy()
     loads = LOAD_COUNTS["tiny-qwen3-vl"]
     mtime = (path / "model.safetensors").stat().st_mtime_ns

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,3 +199,66 @@ def test_trained_recipes_are_named_by_their_source(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not found"):
         refs._source_digest(("no_such_recipe_module",))
     sys.modules.pop("recipe_a", None)
+
+
+def _fake_tiny(monkeypatch, calls: list):
+    """``tiny-qwen3`` built by a fake builder that records its calls (no model is trained)."""
+    from iea.models import refs
+
+    def build(path, seed):
+        calls.append(seed)
+        (Path(path) / "config.json").write_text("{}")
+        return path
+
+    monkeypatch.setattr(refs, "_builder", lambda name: build)
+
+
+def test_a_model_another_process_is_building_is_skipped_or_waited_for(tmp_path, monkeypatch):
+    """The build lock: with ``skip_busy`` a model whose lock is held elsewhere is left alone
+    (nothing built, None); without it the caller waits, and finding the model built by the
+    holder it does not build it again."""
+    import fcntl
+    import threading
+
+    from iea.models import refs
+
+    calls: list[int] = []
+    _fake_tiny(monkeypatch, calls)
+    final = refs.tiny_path("tiny-qwen3", cache=tmp_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    (final.parent / ".locks").mkdir()
+    lock = final.parent / ".locks" / f"{final.name}.lock"
+    with open(lock, "a+") as held:  # another open file description: flock conflicts with it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert refs.ensure_tiny("tiny-qwen3", cache=tmp_path, skip_busy=True) is None
+        assert refs.prepare_tiny(["tiny-qwen3"], cache=tmp_path, skip_busy=True) == []
+        assert calls == [] and not final.exists()
+
+        done = threading.Event()
+        result: list = []
+
+        def waiter():
+            result.append(refs.ensure_tiny("tiny-qwen3", cache=tmp_path))
+            done.set()
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        assert not done.wait(0.5)  # blocked on the lock
+        final.mkdir()  # the holder finishes its build
+        (final / "config.json").write_text("{}")
+        fcntl.flock(held, fcntl.LOCK_UN)
+        t.join(10)
+    assert result == [final] and calls == []  # waited, then loaded: not rebuilt
+
+
+def test_prepare_tiny_builds_a_free_model_once_and_names_it(tmp_path, monkeypatch):
+    from iea.models import refs
+
+    calls: list[int] = []
+    _fake_tiny(monkeypatch, calls)
+    assert refs.prepare_tiny(["tiny-qwen3", "tiny-qwen3"], cache=tmp_path, skip_busy=True) == [
+        "tiny-qwen3"
+    ]
+    assert refs.prepare_tiny(["tiny-qwen3"], cache=tmp_path) == []
+    assert calls == [0]
+    assert (refs.tiny_path("tiny-qwen3", cache=tmp_path) / "config.json").is_file()
