@@ -429,6 +429,9 @@ def experiment_ablations(
         help="a data share trains epochs/share epochs (the steps of 100%) or the same epochs",
     ),
     out: Path = typer.Option(Path("outputs/experiment.md"), "--out"),
+    workers: int = typer.Option(
+        1, "--workers", help="trainings at once, each in its own process with cores/N threads"
+    ),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Train each Table 3 row (and text-only) for several seeds, the data-efficiency rows and
@@ -447,6 +450,8 @@ def experiment_ablations(
         _fail(f"--fractions must be in (0, 1], got {shares}")
     if seeds < 1:
         _fail("--seeds must be >= 1")
+    if workers < 1:
+        _fail("--workers must be >= 1")
     _prepare(config, overrides, needs_images=True)
     from flows.experiment import ablation_experiment
 
@@ -460,6 +465,7 @@ def experiment_ablations(
         thresholds=thresholds,
         out=str(out),
         equal_steps=equal_steps,
+        workers=workers,
     )
 
 

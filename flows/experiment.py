@@ -11,6 +11,10 @@ claims go to an MLflow run (``experiment.md``, one metric per row and seed) and 
 from __future__ import annotations
 
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from multiprocessing import get_context
 from pathlib import Path
 
 import mlflow
@@ -39,6 +43,38 @@ def threshold_settings(settings) -> dict[str, list[str]]:
     }
 
 
+def train_row(config: str, overrides: list[str], row: str) -> dict:
+    """One training of the experiment (the ``jmasa_finetune`` flow, not registered): its test
+    metrics, coverage and model key. Top-level so a worker process can run it."""
+    from flows.train import jmasa_finetune
+
+    res = jmasa_finetune(config, overrides, ablation=row, register=False)
+    return {k: res[k] for k in ("test", "coverage", "key")}
+
+
+@contextmanager
+def _worker_env(threads: int):
+    """The environment the worker processes start with (spawned processes copy it): their
+    torch thread count, and this flow's Prefect API so their runs land on the same server
+    (without one, each worker starts its own temporary server)."""
+    from prefect.settings import get_current_settings
+
+    env = {"OMP_NUM_THREADS": str(threads)}
+    api = get_current_settings().api.url
+    if api:
+        env["PREFECT_API_URL"] = str(api)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @flow(name="ablation_experiment", log_prints=True)
 def ablation_experiment(
     config: str,
@@ -49,13 +85,21 @@ def ablation_experiment(
     thresholds: bool = True,
     out: str | None = None,
     equal_steps: bool = True,
+    workers: int = 1,
 ) -> dict:
     """Train every (row, seed), every data fraction (``full`` and ``no_aligner_nmi``;
     :func:`iea.experiment.fraction_overrides`, ``equal_steps``) and, with ``thresholds``,
     ``full`` at each named filter setting; return the summary and claims.
-    """
-    from flows.train import jmasa_finetune
 
+    With ``workers`` > 1 the first training runs here (it fills the shared stage caches:
+    interpretation, aligner, alignments) and the rest in that many processes, each with
+    ``cores / workers`` torch threads: a tiny model on 2 cores trains about 1.3x faster as two
+    1-thread processes than as one 2-thread one (BENCHMARKS.md). The results are the same
+    trainings, keyed and cached as in sequence, but a model trained with another thread count
+    can differ in the last bits.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     logger = get_run_logger()
     overrides = list(overrides or [])
     settings = load_settings(config, overrides)
@@ -79,23 +123,41 @@ def ablation_experiment(
             for name, extra in threshold_settings(settings).items():
                 if name != "config":
                     jobs.append(("full", seed, 1.0, name, extra))
-    runs: list[Run] = []
-    for k, (row, seed, fraction, th, extra) in enumerate(jobs, start=1):
+    runs: list[Run | None] = [None] * len(jobs)
+
+    def args(job):
+        row, seed, _, _, extra = job
+        return config, [*overrides, f"jmasa.train.seed={seed}", *extra], row
+
+    def done(k: int, res: dict) -> None:
+        row, seed, fraction, th, _ = jobs[k]
+        metrics = {m: float(v) for m, v in res["test"].items()}
+        metrics["coverage_test"] = float(res["coverage"]["test"])
+        runs[k] = Run(row, seed, metrics, fraction, th, {"key": res["key"]})
         logger.info(
-            "[%d/%d] %s seed %d, %.0f%% of train, thresholds %s",
-            k,
+            "[%d/%d] %s seed %d, %.0f%% of train, thresholds %s: test JMASA F1 %.3f",
+            sum(r is not None for r in runs),
             len(jobs),
             row,
             seed,
             100 * fraction,
             th,
+            metrics["jmasa_f1"],
         )
-        res = jmasa_finetune(
-            config, [*overrides, f"jmasa.train.seed={seed}", *extra], ablation=row, register=False
-        )
-        metrics = {m: float(v) for m, v in res["test"].items()}
-        metrics["coverage_test"] = float(res["coverage"]["test"])
-        runs.append(Run(row, seed, metrics, fraction, th, {"key": res["key"]}))
+
+    first = 0 if workers == 1 or len(jobs) < 2 else 1
+    for k in range(len(jobs) if first == 0 else 1):
+        done(k, train_row(*args(jobs[k])))
+    if first:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        with (
+            _worker_env(threads),
+            ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool,
+        ):
+            futures = {pool.submit(train_row, *args(jobs[k])): k for k in range(1, len(jobs))}
+            for fut in as_completed(futures):
+                done(futures[fut], fut.result())
+    runs = [r for r in runs if r is not None]
     summary = summarise(runs, ("jmasa_f1", "mate_f1", "masc_acc", "coverage_test"))
     claims = check_claims(summary)
     text = markdown_table(summary, ("jmasa_f1", "mate_f1", "masc_acc", "coverage_test"))
