@@ -287,10 +287,11 @@ def ensure_tiny(
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
             builder = _builder(name)
-            if progress is not None and "log" in inspect.signature(builder).parameters:
-                builder(tmp, seed, log=progress)  # a trained recipe reports its steps
-            else:
-                builder(tmp, seed)
+            with recipe_threads():
+                if progress is not None and "log" in inspect.signature(builder).parameters:
+                    builder(tmp, seed, log=progress)  # a trained recipe reports its steps
+                else:
+                    builder(tmp, seed)
             BUILD_COUNTS[name] += 1
             try:
                 os.rename(tmp, final)
@@ -300,6 +301,24 @@ def ensure_tiny(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+RECIPE_THREADS = 2
+"""Torch CPU threads every tiny-model build runs with, whatever the caller's setting: a
+trained recipe's weights depend on how its sums are split over threads, so a fixed count gives
+the same model on any machine with this CPU, from the demo, a test worker with one thread, or
+a 16-core box (where a build is then no faster than on 2 cores)."""
+
+
+@contextlib.contextmanager
+def recipe_threads(n: int = RECIPE_THREADS):
+    """Run the block with ``torch.set_num_threads(n)``, restoring the caller's count after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 @contextlib.contextmanager
