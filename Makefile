@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/iea flow preprocess --config configs/demo.yaml
 
 test: $(STAMP)
-	$(BIN)/pytest -n 2 --dist loadfile --durations=25
+	$(BIN)/pytest --durations=25
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -m "not model and not flows"

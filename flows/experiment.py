@@ -93,10 +93,11 @@ def ablation_experiment(
 
     With ``workers`` > 1 the first training runs here (it fills the shared stage caches:
     interpretation, aligner, alignments) and the rest in that many processes, each with
-    ``cores / workers`` torch threads: a tiny model on 2 cores trains about 1.3x faster as two
-    1-thread processes than as one 2-thread one (BENCHMARKS.md). The results are the same
-    trainings, keyed and cached as in sequence, but a model trained with another thread count
-    can differ in the last bits.
+    ``cores / workers`` torch threads (two 1-thread trainings at once get more done on 2 cores
+    than one 2-thread training: BENCHMARKS.md). Every training is keyed and cached as in
+    sequence; one trained with another thread count is another draw of the same training (its
+    sums split differently, its numbers can differ as a seed's do), so a table mixes them only
+    as it mixes seeds.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")

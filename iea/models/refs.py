@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -259,15 +260,18 @@ def ensure_tiny(
     ``<cache>/.locks/<identity>.lock`` (``fcntl.flock``, released when the process dies), and a
     process that waited for it finds the model built and loads it, so several processes
     preparing the same models (test workers, flows starting together) share the work instead
-    of repeating it. The build goes to a temporary sibling directory that is renamed into
-    place, so a directory that exists is always complete.
+    of repeating it. Builds of different models share the machine's cores through
+    ``cores // RECIPE_THREADS`` build slots (one on 2 cores): two builds of 2 threads each on 2
+    cores took about twice as long as one after the other. The build goes to a temporary
+    sibling directory that is renamed into place, so a directory that exists is always complete.
 
     Args:
-        skip_busy: when another process holds the lock, return None at once instead of waiting.
+        skip_busy: when another process holds this model's lock or every build slot, return
+            None at once instead of waiting.
 
     Returns:
         The model's directory, or None (only with ``skip_busy``, when another process is
-        building it).
+        building it or all slots are taken).
     """
     final = tiny_path(name, seed=seed, cache=cache)
     if _built(final):
@@ -275,8 +279,11 @@ def ensure_tiny(
     final.parent.mkdir(parents=True, exist_ok=True)
     locks = final.parent / ".locks"  # kept: unlinking a lock file others wait on is a race
     locks.mkdir(exist_ok=True)
-    with _build_lock(locks / f"{final.name}.lock", wait=not skip_busy) as held:
-        if not held:
+    with (
+        _build_lock(locks / f"{final.name}.lock", wait=not skip_busy) as held,
+        _build_slot(locks, wait=not skip_busy, enter=held) as slot,
+    ):
+        if not (held and slot):
             return None
         if _built(final):  # built by the process we waited for
             return final
@@ -319,6 +326,33 @@ def recipe_threads(n: int = RECIPE_THREADS):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def _build_slot(locks: Path, *, wait: bool, enter: bool = True):
+    """Hold one of ``cores // RECIPE_THREADS`` build slots (``locks/slot-<i>.lock``); yields
+    False when ``wait`` is off and every slot is held, or when ``enter`` is False."""
+    if not enter:
+        yield False
+        return
+    n = max(1, len(_cores()) // RECIPE_THREADS)
+    while True:
+        for i in range(n):
+            with _build_lock(locks / f"slot-{i}.lock", wait=False) as held:
+                if held:
+                    yield True
+                    return
+        if not wait:
+            yield False
+            return
+        time.sleep(0.5)
+
+
+def _cores() -> set[int]:
+    try:
+        return os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover - not Linux
+        return set(range(os.cpu_count() or 1))
 
 
 @contextlib.contextmanager

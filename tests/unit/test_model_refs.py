@@ -262,3 +262,23 @@ def test_prepare_tiny_builds_a_free_model_once_and_names_it(tmp_path, monkeypatc
     assert refs.prepare_tiny(["tiny-qwen3"], cache=tmp_path) == []
     assert calls == [0]
     assert (refs.tiny_path("tiny-qwen3", cache=tmp_path) / "config.json").is_file()
+
+
+def test_builds_of_different_models_wait_for_a_free_build_slot(tmp_path, monkeypatch):
+    """On 2 cores one 2-thread build runs at a time: while another process holds the only
+    build slot, a free model is not started (skip_busy) and is built once the slot frees."""
+    import fcntl
+
+    from iea.models import refs
+
+    calls: list[int] = []
+    _fake_tiny(monkeypatch, calls)
+    monkeypatch.setattr(refs, "_cores", lambda: {0, 1})
+    locks = tmp_path / ".locks"
+    locks.mkdir()
+    with open(locks / "slot-0.lock", "a+") as slot:
+        fcntl.flock(slot, fcntl.LOCK_EX)
+        assert refs.prepare_tiny(["tiny-qwen3"], cache=tmp_path, skip_busy=True) == []
+        assert calls == []
+    assert refs.prepare_tiny(["tiny-qwen3"], cache=tmp_path, skip_busy=True) == ["tiny-qwen3"]
+    assert calls == [0]
