@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -328,6 +329,11 @@ def recipe_threads(n: int = RECIPE_THREADS):
         torch.set_num_threads(old)
 
 
+_SLOT = threading.local()
+"""``held`` is 1 while this thread holds a build slot (a recipe that built another tiny model
+would otherwise wait forever for the slot it holds)."""
+
+
 @contextlib.contextmanager
 def _build_slot(locks: Path, *, wait: bool, enter: bool = True):
     """Hold one of ``cores // RECIPE_THREADS`` build slots (``locks/slot-<i>.lock``); yields
@@ -335,12 +341,19 @@ def _build_slot(locks: Path, *, wait: bool, enter: bool = True):
     if not enter:
         yield False
         return
+    if getattr(_SLOT, "held", 0):  # a build inside a build: the outer one's slot covers it
+        yield True
+        return
     n = max(1, len(_cores()) // RECIPE_THREADS)
     while True:
         for i in range(n):
             with _build_lock(locks / f"slot-{i}.lock", wait=False) as held:
                 if held:
-                    yield True
+                    _SLOT.held = 1
+                    try:
+                        yield True
+                    finally:
+                        _SLOT.held = 0
                     return
         if not wait:
             yield False

@@ -282,3 +282,25 @@ def test_builds_of_different_models_wait_for_a_free_build_slot(tmp_path, monkeyp
         assert calls == []
     assert refs.prepare_tiny(["tiny-qwen3"], cache=tmp_path, skip_busy=True) == ["tiny-qwen3"]
     assert calls == [0]
+
+
+def test_a_build_inside_a_build_does_not_wait_for_its_own_slot(tmp_path, monkeypatch):
+    """A recipe that prepares another tiny model while it holds the only build slot goes on
+    (it would otherwise wait forever for itself)."""
+    from iea.models import refs
+
+    monkeypatch.setattr(refs, "_cores", lambda: {0, 1})
+    calls: list[str] = []
+
+    def inner(path, seed):
+        calls.append("tiny-qwen3")
+        (Path(path) / "config.json").write_text("{}")
+
+    def outer(path, seed):
+        refs.ensure_tiny("tiny-qwen3", seed=seed, cache=tmp_path)
+        calls.append("tiny-qwen3-vl")
+        (Path(path) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(refs, "_builder", lambda name: outer if name == "tiny-qwen3-vl" else inner)
+    assert refs.ensure_tiny("tiny-qwen3-vl", cache=tmp_path) is not None
+    assert calls == ["tiny-qwen3", "tiny-qwen3-vl"]
