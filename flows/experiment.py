@@ -146,10 +146,10 @@ def ablation_experiment(
             metrics["jmasa_f1"],
         )
 
-    first = 0 if workers == 1 or len(jobs) < 2 else 1
-    for k in range(len(jobs) if first == 0 else 1):
+    parallel = workers > 1 and len(jobs) > 1
+    for k in range(1 if parallel else len(jobs)):  # in parallel, the first fills the caches
         done(k, train_row(*args(jobs[k])))
-    if first:
+    if parallel:
         threads = max(1, len(os.sched_getaffinity(0)) // workers)
         with (
             _worker_env(threads),

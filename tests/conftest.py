@@ -12,7 +12,7 @@ from flows import set_offline_defaults
 set_offline_defaults()
 
 XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-"""Worker processes of this run (``make test`` runs ``pytest -n 2``; 1 without xdist)."""
+"""Worker processes of this run (``pytest -n N``; 1 without xdist, as ``make test`` runs)."""
 if XDIST_WORKERS > 1:
     # Each worker takes its share of the cores: torch's default of one thread per core in every
     # worker makes the workers' kernels fight over the same cores (2 workers x 2 threads on 2
