@@ -34,7 +34,9 @@ def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
     if data.source == "files":
         return Path(data.src), (Path(data.images) if data.images else None)
     syn = data.synthetic
-    world = synthetic.WorldSettings(syn.text_polarity_rate, dict(syn.distractors))
+    world = synthetic.WorldSettings(
+        syn.text_polarity_rate, dict(syn.distractors), syn.mention_order_rate
+    )
     out = (
         Path(data.work_dir)
         / "synthetic"

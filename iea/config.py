@@ -55,6 +55,9 @@ class SyntheticTwitterSettings(_Section):
         "faint": 0.4,
     }
     """Per image, the probability of each distractor kind (``iea.data.world``)."""
+    mention_order_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of images whose objects stand left to right in the text's mention order (the rest
+    shuffled): an implicit alignment that a whole-image model can learn with enough data."""
 
     @model_validator(mode="after")
     def _rates_are_probabilities(self) -> SyntheticTwitterSettings:

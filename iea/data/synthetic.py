@@ -5,8 +5,10 @@ that stays outside the span ("my [dog]", "the old [bus]"): with modifiers inside
 tiny demo model could not learn the spans from 200 tweets (test MATE F1 0.43), which would hide
 every difference the world is built to show. Each aspect
 is drawn in the tweet's image as its class's shape and texture in its polarity's colour, objects
-shuffled left to right (their order says nothing about the text's), and a tweet's aspects do not
-all share one polarity when it has several, so only the region of an aspect tells its polarity.
+shuffled left to right (their order says nothing about the text's; with ``mention_order_rate``
+a share of images stands them in the order the text mentions them instead), and a tweet's
+aspects do not all share one polarity when it has several, so only the region of an aspect tells
+its polarity.
 
 The text carries an aspect's polarity (a cue clause such as "love {x}" or "{x} is awful") for
 only a fraction ``text_polarity_rate`` of the aspects; the others sit in polarity-free clauses
@@ -82,13 +84,18 @@ class WorldSettings:
         default_factory=lambda: {"speck": 0.5, "blurred": 0.4, "faint": 0.4}
     )
     """Per image, the probability of each distractor kind."""
+    mention_order_rate: float = 0.0
+    """Share of images whose objects stand left to right in the order the text mentions them
+    (the rest are shuffled): an implicit alignment a whole-image model can learn from data.
+    0 draws no extra random number, so the world is the one made before this setting."""
 
     def digest(self) -> str:
-        """8 hex digits naming these settings and :data:`~iea.data.world.WORLD_VERSION`."""
-        blob = json.dumps(
-            [WORLD_VERSION, self.text_polarity_rate, sorted(self.distractors.items())]
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+        """8 hex digits naming these settings and :data:`~iea.data.world.WORLD_VERSION`
+        (``mention_order_rate`` only when it is not 0: the worlds without it keep their names)."""
+        parts: list = [WORLD_VERSION, self.text_polarity_rate, sorted(self.distractors.items())]
+        if self.mention_order_rate:
+            parts.append(["mention_order_rate", self.mention_order_rate])
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:8]
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.text_polarity_rate <= 1.0:
@@ -98,6 +105,8 @@ class WorldSettings:
                 raise ValueError(f"unknown distractor kind {kind!r}: one of {DISTRACTOR_KINDS}")
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"distractor rate {kind} must be in [0, 1], got {rate}")
+        if not 0.0 <= self.mention_order_rate <= 1.0:
+            raise ValueError(f"mention_order_rate must be in [0, 1], got {self.mention_order_rate}")
 
 
 def aspect_class(tokens: tuple[str, ...] | list[str], aspect: Aspect) -> str:
@@ -148,12 +157,24 @@ def make_tweet(rng: random.Random, index: int, world: WorldSettings | None = Non
 def draw_image(
     tweet: Tweet, size: tuple[int, int], seed: int, world: WorldSettings | None = None
 ) -> Image.Image:
-    """The tweet's image: its aspects' objects (shuffled left to right) and the distractors.
+    """The tweet's image: its aspects' objects (shuffled left to right, or with probability
+    ``world.mention_order_rate`` in the order the text mentions them) and the distractors.
     ``size`` = (W, H) px."""
+    rgb, _, _ = draw_scene_of(tweet, size, seed, world)
+    return Image.fromarray(rgb, "RGB")
+
+
+def draw_scene_of(
+    tweet: Tweet, size: tuple[int, int], seed: int, world: WorldSettings | None = None
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """:func:`draw_image`'s scene: ``(rgb, instances, drawn)`` as
+    :func:`~iea.data.world.draw_scene` returns them."""
     world = world or WorldSettings()
     nrng = np.random.default_rng(seed)
     objects = [(aspect_class(tweet.tokens, a), a.polarity) for a in tweet.aspects]
     order = nrng.permutation(len(objects))
+    if world.mention_order_rate and nrng.random() < world.mention_order_rate:
+        order = np.arange(len(objects))  # tweet.aspects is sorted by span: mention order
     objects = [objects[i] for i in order]
     distractors = (
         sample_distractors(
@@ -162,8 +183,7 @@ def draw_image(
         if objects
         else []
     )
-    rgb, _, _ = draw_scene(nrng, objects, distractors, size)
-    return Image.fromarray(rgb, "RGB")
+    return draw_scene(nrng, objects, distractors, size)
 
 
 def corpus_texts(n: int = 400, seed: int = 0) -> list[str]:

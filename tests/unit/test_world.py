@@ -7,7 +7,13 @@ import random
 import numpy as np
 import pytest
 
-from iea.data.synthetic import WorldSettings, aspect_class, draw_image, make_tweet
+from iea.data.synthetic import (
+    WorldSettings,
+    aspect_class,
+    draw_image,
+    draw_scene_of,
+    make_tweet,
+)
 from iea.data.world import POLARITIES, WORLD_CLASSES, draw_scene, sample_distractors
 
 ALL = {"speck": 1.0, "blurred": 1.0, "faint": 1.0}
@@ -57,3 +63,37 @@ def test_world_settings_are_checked():
         WorldSettings(text_polarity_rate=1.5)
     with pytest.raises(ValueError, match="unknown distractor"):
         WorldSettings(distractors={"smudge": 0.1})
+
+
+def test_worlds_without_mention_order_are_the_ones_made_before_it():
+    """mention_order_rate 0 draws no extra random number: same pixels, same dataset name
+    (golden values from the code before the setting existed)."""
+    import hashlib
+
+    world = WorldSettings(distractors=ALL)
+    h = hashlib.sha256()
+    for k in range(5):
+        tweet = make_tweet(random.Random(k), k, world)
+        h.update(np.asarray(draw_image(tweet, (160, 120), k, world)).tobytes())
+    assert h.hexdigest()[:16] == "1a0798f31527da29"
+    assert WorldSettings().digest() == "1b6d241f"
+    assert WorldSettings(mention_order_rate=0.5).digest() != "1b6d241f"
+
+
+def test_mention_order_stands_objects_in_the_texts_order():
+    ordered = WorldSettings(mention_order_rate=1.0)
+    shuffled_somewhere = False
+    for k in range(40):
+        tweet = make_tweet(random.Random(k), k, ordered)
+        mentioned = [aspect_class(tweet.tokens, a) for a in tweet.aspects]
+        for world, must_follow in ((ordered, True), (WorldSettings(), False)):
+            _, _, drawn = draw_scene_of(tweet, (320, 240), k, world)
+            objects = sorted((d for d in drawn if d.kind == "object"), key=lambda d: d.bbox[0])
+            follows = [d.name for d in objects] == mentioned
+            if must_follow:
+                assert follows, (tweet.text, [d.name for d in objects])
+            elif not follows:
+                shuffled_somewhere = True
+    assert shuffled_somewhere  # the default world's order says nothing about the text's
+    with pytest.raises(ValueError, match="mention_order_rate"):
+        WorldSettings(mention_order_rate=1.2)
