@@ -129,6 +129,23 @@ def _context(context_root: Path) -> FileDataContext:
     return context
 
 
+@contextlib.contextmanager
+def _context_lock(context_root: Path):
+    """Hold an exclusive ``flock`` on ``<context_root>/.iea-gx.lock`` (released when the process
+    dies): GX's file context rewrites suite and config files in place, so two processes using
+    one context at once can read a half-written file. Processes and threads take turns."""
+    import fcntl
+
+    context_root = Path(context_root)
+    context_root.mkdir(parents=True, exist_ok=True)
+    with open(context_root / ".iea-gx.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _load_suite(context: FileDataContext, name: str) -> ExpectationSuite:
     if name not in EXPECTED_CHECKS:
         raise KeyError(f"unknown expectation suite {name!r} (known: {sorted(EXPECTED_CHECKS)})")
@@ -160,7 +177,8 @@ def load_suite(name: str, context_root: Path) -> ExpectationSuite:
     """Suite ``name`` from ``expectations/<name>.json``, loaded through a file data context at
     ``context_root``.  Raises RuntimeError if it loads with a number of expectations other than
     ``EXPECTED_CHECKS[name]`` (GX drops expectations whose types it does not know)."""
-    return _load_suite(_context(context_root), name)
+    with _context_lock(context_root):
+        return _load_suite(_context(context_root), name)
 
 
 def _batch_definition(context: FileDataContext):
@@ -241,21 +259,23 @@ def validate_frame(
     (at most ``max_ids`` per check; None lists them all).
 
     Uses a pandas datasource / dataframe asset / whole-dataframe batch definition in the file
-    context at ``context_root`` (created on first use, reused afterwards).
+    context at ``context_root`` (created on first use, reused afterwards; processes sharing the
+    context take turns, see :func:`_context_lock`).
     """
     if id_column not in df.columns:
         raise ValueError(f"id column {id_column!r} not in frame columns {list(df.columns)}")
-    context = _context(context_root)
-    suite = _load_suite(context, suite_name)
-    batch = _batch_definition(context).get_batch(batch_parameters={"dataframe": df})
-    result = batch.validate(
-        suite,
-        result_format={
-            "result_format": "COMPLETE",
-            "unexpected_index_column_names": [id_column],
-            "return_unexpected_index_query": False,
-        },
-    )
+    with _context_lock(context_root):  # one process at a time in a file context
+        context = _context(context_root)
+        suite = _load_suite(context, suite_name)
+        batch = _batch_definition(context).get_batch(batch_parameters={"dataframe": df})
+        result = batch.validate(
+            suite,
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": [id_column],
+                "return_unexpected_index_query": False,
+            },
+        )
     result_dict = result.to_json_dict()
     failures = [
         _failure(r, id_column, max_ids)

@@ -321,3 +321,43 @@ def test_missing_column_is_reported(context_root: Path):
     assert set(failed) == CUSTOM_TYPES
     assert all("aspects" in f["exception"] for f in failed.values())
     assert "aspects" in str(ValidationFailed(report))
+
+
+VALIDATE_MANY = """
+import sys
+from pathlib import Path
+from flows.validation import validate_tweets
+from iea.data.records import Aspect, Tweet
+tweet = Tweet("t1", ("I", "love", "my", "dog"), "1.jpg", (Aspect(3, 4, "POS"),))
+errors = 0
+for _ in range(int(sys.argv[2])):
+    try:
+        assert validate_tweets([tweet], Path(sys.argv[1])).success
+    except Exception as exc:
+        errors += 1
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+"""
+
+
+def test_processes_sharing_one_context_validate_without_tripping_on_each_other(tmp_path):
+    """Several trainings at once (``iea experiment ablations --workers 2``) validate their
+    datasets in one GX file context; unlocked, one process read a suite file the other was
+    rewriting (``ExpectationSuite() argument after ** must be a mapping, not NoneType``)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "GX_ANALYTICS_ENABLED": "false"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", VALIDATE_MANY, str(tmp_path), "30"],
+            cwd=root,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
