@@ -1,0 +1,199 @@
+"""Region-filter threshold trials over cached stages: a trial recomputes only what the
+thresholds change.
+
+Everything upstream of the filter is independent of ``t_size``/``t_clarity``/``t_conf`` and is
+computed once per split (:func:`all_regions`): each image's regions with their features (SAM
+scores, bbox, Laplacian variance), and the interpretation and the aligner's answer for *every*
+region, as the stage would give them with every filter off. A trial (:class:`TrialEvaluator`)
+is then one vectorised :func:`~iea.vision.filters.keep_mask` over all regions of the split, the
+aligned regions that survive, their NMI instructions, the fixed JMASA model's predictions and
+the scores. Dropping a region from the stage's input or from its output is the same thing here:
+the interpreter and the aligner look at one region at a time, and their answers are cached per
+region, so a trial at the config's thresholds builds exactly the instructions the training
+flow builds.
+
+Two trials that keep the same *aligned* regions build the same instructions (a kept region the
+aligner maps to no phrase is in no instruction), so they share one evaluation: the memo is
+keyed by that set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from iea.data.records import Tweet
+from iea.jmasa import RegionView, TweetInput, jmasa_examples
+from iea.models.finetune import Example
+from iea.nmi import AlignedRegion
+from iea.vision.filters import RegionFeatures, Thresholds, keep_mask
+
+PredictFn = Callable[[Sequence[Example], Sequence[Tweet]], list[dict[str, Any]]]
+"""``(examples, tweets) -> rows`` as :func:`iea.jmasa.predict` returns them."""
+ScoreFn = Callable[[Sequence[dict[str, Any]], Sequence[Tweet]], dict[str, float]]
+"""``(rows, tweets) -> flat metrics`` as :func:`iea.jmasa.score_predictions` returns them."""
+
+
+@dataclass
+class SplitRegions:
+    """One split with every region of its images, filters off.
+
+    ``items``: per tweet, its image and *every* region as a view; ``aligned``: per tweet, the
+    regions the aligner maps to a phrase (region order); ``features``: struct of arrays over
+    the R regions of the split's distinct images, ``owner[k]`` = ``(image_id, region_id)`` of
+    entry k.
+    """
+
+    items: list[TweetInput]
+    aligned: list[list[AlignedRegion]]
+    features: RegionFeatures
+    owner: list[tuple[str, int]]
+
+    def __post_init__(self) -> None:
+        if len(self.items) != len(self.aligned):
+            raise ValueError(f"{len(self.items)} tweets but {len(self.aligned)} alignment lists")
+        if len(self.owner) != len(self.features.width):
+            raise ValueError(f"{len(self.owner)} owners for {len(self.features.width)} regions")
+
+    @property
+    def tweets(self) -> list[Tweet]:
+        return [item.tweet for item in self.items]
+
+    def kept(self, t: Thresholds) -> set[tuple[str, int]]:
+        """``(image_id, region_id)`` of the regions that pass every filter at ``t``."""
+        mask = keep_mask(self.features, t)
+        return {self.owner[k] for k in np.flatnonzero(mask)}
+
+    def kept_fraction(self, t: Thresholds) -> float:
+        """Share of the split's regions kept at ``t`` (1.0 for a split with no region)."""
+        n = len(self.owner)
+        return float(keep_mask(self.features, t).sum()) / n if n else 1.0
+
+    def select(self, t: Thresholds) -> tuple[list[TweetInput], list[list[AlignedRegion]]]:
+        """The split as the stage gives it at ``t``: per tweet, only the kept regions (views
+        and alignments, in region order)."""
+        kept = self.kept(t)
+        items, aligned = [], []
+        for item, regions in zip(self.items, self.aligned, strict=True):
+            image = item.tweet.image_id
+            views = tuple(v for v in item.regions if (image, v.region_id) in kept)
+            items.append(TweetInput(item.tweet, item.image, views))
+            aligned.append([r for r in regions if (image, r.region_id) in kept])
+        return items, aligned
+
+
+def all_regions(
+    tweets: Sequence[Tweet],
+    images_dir: str | Path,
+    run_image: Callable[[Path], Any],
+    align: Callable[[list[TweetInput]], list[list[AlignedRegion]]],
+) -> SplitRegions:
+    """Gather a split's regions with every filter off.
+
+    Args:
+        run_image: ``path -> ImageResult`` of an interpreter whose thresholds keep every region
+            (:meth:`iea.vision.interpreter.ImageInterpreter.run`; its caches make a second
+            call cheap).
+        align: ``items -> aligned regions per tweet`` (:func:`iea.jmasa.align_regions` with a
+            loaded aligner and its cache).
+
+    Raises:
+        ValueError: ``run_image`` dropped a region (its thresholds are not all off).
+        iea.data.images.ImageDecodeError: an image is missing or cannot be decoded (named).
+    """
+    from PIL import Image
+
+    from iea.data.regions import region_crop
+
+    images_dir = Path(images_dir)
+    by_image: dict[str, tuple[Image.Image, tuple[RegionView, ...]]] = {}
+    regions_of: list[tuple[str, Any]] = []
+    items = []
+    for tweet in tweets:
+        if tweet.image_id not in by_image:
+            res = run_image(images_dir / tweet.image_id)
+            if len(res.kept) != len(res.regions):
+                raise ValueError(
+                    f"{tweet.image_id}: the interpreter dropped {len(res.regions) - len(res.kept)}"
+                    " regions; gather every region with thresholds 0/0/0"
+                )
+            views = tuple(
+                RegionView(
+                    r.id,
+                    tuple(r.bbox),
+                    Image.fromarray(region_crop(res.rgb, res.label_map, r)),
+                    res.interpretations[r.id].text,
+                )
+                for r in res.regions
+            )
+            by_image[tweet.image_id] = (Image.fromarray(res.rgb), views)
+            regions_of += [(tweet.image_id, r) for r in res.regions]
+        image, views = by_image[tweet.image_id]
+        items.append(TweetInput(tweet, image, views))
+    features = RegionFeatures.of([r for _, r in regions_of])
+    owner = [(image_id, r.id) for image_id, r in regions_of]
+    return SplitRegions(items, align(items), features, owner)
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial's outcome: the metrics of :data:`ScoreFn`, the share of regions kept, how
+    many aligned regions reached the instructions, whether the memo answered, and seconds."""
+
+    metrics: dict[str, float]
+    kept_fraction: float
+    aligned_kept: int
+    cache_hit: bool
+    seconds: float
+
+
+@dataclass
+class TrialEvaluator:
+    """Score a fixed JMASA model on one split under any thresholds (see the module doc).
+
+    ``predict`` and ``score`` are the model's prediction and the metrics; ``ablation`` the NMI
+    layout its instructions use. ``hits``/``misses`` count memo answers and evaluations.
+    """
+
+    split: SplitRegions
+    predict: PredictFn
+    score: ScoreFn
+    ablation: str = "full"
+    hits: int = 0
+    misses: int = 0
+    _memo: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+
+    def key(self, t: Thresholds) -> str:
+        """The memo key at ``t``: a digest of the aligned regions that survive the filters."""
+        kept = self.split.kept(t)
+        h = hashlib.sha256()
+        for item, regions in zip(self.split.items, self.split.aligned, strict=True):
+            ids = [r.region_id for r in regions if (item.tweet.image_id, r.region_id) in kept]
+            h.update(f"{item.tweet.id}:{ids};".encode())
+        return h.hexdigest()
+
+    def __call__(self, t: Thresholds) -> TrialResult:
+        t0 = time.perf_counter()
+        key = self.key(t)
+        hit = key in self._memo
+        items, aligned = self.split.select(t)
+        if hit:
+            self.hits += 1
+        else:
+            self.misses += 1
+            examples, _ = jmasa_examples(items, aligned, ablation=self.ablation)
+            tweets = [item.tweet for item in items]
+            self._memo[key] = self.score(self.predict(examples, tweets), tweets)
+        return TrialResult(
+            dict(self._memo[key]),
+            self.split.kept_fraction(t),
+            sum(len(a) for a in aligned),
+            hit,
+            time.perf_counter() - t0,
+        )

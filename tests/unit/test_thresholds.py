@@ -1,0 +1,115 @@
+"""Threshold trials over cached stages (iea/thresholds.py): the filter picks exactly the
+regions the interpreter stage keeps, and trials that keep the same aligned regions share one
+evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iea.data.records import Aspect, Tweet
+from iea.jmasa import RegionView, TweetInput
+from iea.nmi import AlignedRegion
+from iea.thresholds import SplitRegions, TrialEvaluator, all_regions
+from iea.vision.filters import RegionFeatures, Thresholds, drop_reasons
+
+
+def _split(seed: int = 0, n_images: int = 6, per_image: int = 4) -> SplitRegions:
+    """Tweets "a dog and a cat", each with its own image of ``per_image`` regions; every odd
+    region is aligned to "dog" (words 1:2), every region id 2 to "cat" (4:5)."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (8, 8))
+    items, aligned, owner = [], [], []
+    widths, heights, lap, iou = [], [], [], []
+    for i in range(n_images):
+        tokens = ("a", "dog", "and", "a", "cat")
+        tweet = Tweet(f"t{i}", tokens, f"{i}.jpg", (Aspect(1, 2, "POS"), Aspect(4, 5, "NEG")))
+        views, regions = [], []
+        for rid in range(per_image):
+            bbox = (0, 0, int(rng.integers(1, 60)), int(rng.integers(1, 60)))
+            views.append(RegionView(rid, bbox, image, f"region {rid}"))
+            if rid % 2 or rid == 2:
+                span = (1, 2) if rid % 2 else (4, 5)
+                regions.append(AlignedRegion(rid, *span, f"region {rid}", bbox))
+            owner.append((tweet.image_id, rid))
+            widths.append(bbox[2])
+            heights.append(bbox[3])
+            lap.append(float(rng.uniform(0, 300)))
+            iou.append(float(rng.uniform(0, 1)))
+        items.append(TweetInput(tweet, image, tuple(views)))
+        aligned.append(regions)
+    features = RegionFeatures(*(np.array(a, dtype=np.float64) for a in (widths, heights, lap, iou)))
+    return SplitRegions(items, aligned, features, owner)
+
+
+class _Model:
+    """A stand-in JMASA model: counts its calls; predicts nothing, scores by region images."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, examples, tweets):
+        self.calls += 1
+        pairs = zip(examples, tweets, strict=True)
+        return [{"id": t.id, "regions": len(ex.images) - 1} for ex, t in pairs]
+
+    @staticmethod
+    def score(rows, tweets):
+        return {"regions": float(sum(r["regions"] for r in rows))}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_trial_keeps_exactly_what_the_interpreter_stage_keeps(seed):
+    split = _split(seed)
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(20):
+        t = Thresholds(
+            float(rng.integers(0, 60)), float(rng.uniform(0, 300)), float(rng.uniform(0, 1))
+        )
+        # the stage: drop_reasons per region, as ImageInterpreter.run applies them
+        reasons = drop_reasons(split.features, t)
+        stage_kept = {o for o, why in zip(split.owner, reasons, strict=True) if not why}
+        assert split.kept(t) == stage_kept
+        assert split.kept_fraction(t) == pytest.approx(len(stage_kept) / len(split.owner))
+        items, aligned = split.select(t)
+        for item, regions in zip(items, aligned, strict=True):
+            image = item.tweet.image_id
+            assert all((image, v.region_id) in stage_kept for v in item.regions)
+            assert all((image, r.region_id) in stage_kept for r in regions)
+            n_stage = sum((image, rid) in stage_kept for rid in range(4))
+            assert len(item.regions) == n_stage
+
+
+def test_trials_keeping_the_same_aligned_regions_share_one_evaluation():
+    split = _split(n_images=3, per_image=4)
+    # every region passes size and clarity; confidence decides
+    split.features.width[:] = 50
+    split.features.height[:] = 50
+    split.features.laplacian_var[:] = 500
+    # region 0 (never aligned) scores 0.1, region 1 (aligned) 0.5, regions 2, 3: 0.9
+    split.features.predicted_iou[:] = np.tile([0.1, 0.5, 0.9, 0.9], 3)
+    model = _Model()
+    trial = TrialEvaluator(split, model.predict, model.score)
+
+    keep_all = trial(Thresholds(0, 0, 0.0))
+    assert not keep_all.cache_hit and keep_all.kept_fraction == 1.0
+    assert keep_all.aligned_kept == 3 * 3 and keep_all.metrics == {"regions": 9.0}
+    # dropping region 0 drops no aligned region: same instructions, the memo answers
+    same = trial(Thresholds(0, 0, 0.3))
+    assert same.cache_hit and same.metrics == keep_all.metrics and same.kept_fraction == 0.75
+    # dropping region 1 drops an aligned one: a new evaluation
+    fewer = trial(Thresholds(0, 0, 0.7))
+    assert not fewer.cache_hit and fewer.metrics == {"regions": 6.0} and fewer.aligned_kept == 6
+    assert (trial.hits, trial.misses, model.calls) == (1, 2, 2)
+
+
+def test_gathering_refuses_an_interpreter_that_filters():
+    class _Result:
+        regions = [object(), object()]
+        kept = [object()]
+
+    with pytest.raises(ValueError, match=r"0\.jpg: the interpreter dropped 1 regions"):
+        all_regions(
+            [Tweet("t", ("a",), "0.jpg")], "/nowhere", lambda path: _Result(), lambda items: []
+        )
