@@ -469,6 +469,94 @@ def experiment_ablations(
     )
 
 
+thresholds_app = typer.Typer(help="Region-filter threshold searches (Optuna).")
+app.add_typer(thresholds_app, name="thresholds")
+
+
+@thresholds_app.command("search")
+def thresholds_search(
+    config: Path = typer.Option(..., "--config"),
+    trials: int = typer.Option(12, "--trials", help="finished trials in the study, in total"),
+    study: str | None = typer.Option(
+        None, "--study", help="study name (default: one per trained JMASA model)"
+    ),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna storage URL (default search.storage)"
+    ),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Search t_size / t_clarity / t_conf on dev with the config's JMASA model fixed (eval
+    mode); the config's thresholds are the first trial, a rerun tops the study up to --trials,
+    and the best is scored once on test."""
+    if trials < 1:
+        _fail("--trials must be >= 1")
+    settings = _prepare(config, overrides, needs_images=True)
+    from flows.thresholds import check_search, threshold_search
+
+    try:
+        check_search(settings)
+    except ValueError as e:
+        _fail(e)
+    _run_flow(
+        threshold_search, str(config), list(overrides or []), trials, study=study, storage=storage
+    )
+
+
+def _study(study: str, storage: str):
+    from flows.thresholds import load_study
+
+    try:
+        return load_study(study, storage)
+    except KeyError as e:
+        _fail(e.args[0])
+
+
+@thresholds_app.command("show")
+def thresholds_show(
+    study: str = typer.Option(..., "--study"),
+    storage: str = typer.Option("sqlite:///mlruns/optuna.db", "--storage"),
+) -> None:
+    """The study's best trial and a table of every trial, as JSON."""
+    from flows.thresholds import _clean, finished, study_table
+
+    st = _study(study, storage)
+    best = st.best_trial if finished(st) else None
+    _emit(
+        {
+            "study": study,
+            "storage": storage,
+            "finished": finished(st),
+            "best": best
+            and {
+                "number": best.number,
+                "params": {k: _clean(v) for k, v in best.params.items()},
+                "value": best.value,
+            },
+            "trials": study_table(st),
+        }
+    )
+
+
+@thresholds_app.command("export")
+def thresholds_export(
+    study: str = typer.Option(..., "--study"),
+    out: Path = typer.Option(..., "--out"),
+    storage: str = typer.Option("sqlite:///mlruns/optuna.db", "--storage"),
+) -> None:
+    """Write the best trial's thresholds as a YAML ``filters:`` overrides file."""
+    import yaml
+
+    from flows.thresholds import export_yaml, finished
+
+    st = _study(study, storage)
+    if not finished(st):
+        _fail(f"study {study!r} has no finished trial")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = export_yaml(st.best_trial.params)
+    out.write_text(text)
+    _emit({"study": study, "out": str(out), "filters": yaml.safe_load(text)["filters"]})
+
+
 @app.command("predict")
 def predict_cmd(
     image: Path = typer.Option(..., "--image", exists=True, dir_okay=False),

@@ -122,6 +122,38 @@ class FilterSettings(_Section):
     """Drop a region when SAM's predicted IoU < t_conf."""
 
 
+class GridSettings(_Section):
+    """A threshold's search grid: ``low``, ``low + step``, ..., up to ``high``."""
+
+    low: float = Field(ge=0)
+    high: float = Field(ge=0)
+    step: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GridSettings:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        return self
+
+
+class SearchSettings(_Section):
+    """The region-filter threshold search (``iea thresholds search``)."""
+
+    t_size: GridSettings = GridSettings(low=0, high=60, step=5)
+    """Pixels, integer steps."""
+    t_clarity: GridSettings = GridSettings(low=0, high=300, step=25)
+    """Laplacian variance units."""
+    t_conf: GridSettings = GridSettings(low=0.0, high=0.95, step=0.05)
+    """SAM's predicted IoU; ``segment.pred_iou_thresh`` must sit at or below ``low``."""
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    """The sampler's seed."""
+    storage: str = "sqlite:///mlruns/optuna.db"
+    """Optuna storage URL (sqlite by default; a Postgres URL for several workers)."""
+    ablation: str = "full"
+    """The NMI layout the scored JMASA model reads."""
+
+
 class LoraSettings(_Section):
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
@@ -258,6 +290,7 @@ class Settings(_Section):
     fgca: FgcaSettings = FgcaSettings()
     store: StoreSettings = StoreSettings()
     tracking: TrackingSettings = TrackingSettings()
+    search: SearchSettings = SearchSettings()
 
     @model_validator(mode="after")
     def _generator_cut_below_t_conf(self) -> Settings:

@@ -279,3 +279,48 @@ def test_full_and_no_nmi_differ_exactly_where_regions_are_aligned(trained, overr
             mine = f" [region: <region {r.region_id}> "
             alone = groups.sub(lambda m, mine=mine: m[0] if mine in m[0] else "", full)
             assert f" {last}{mine}" in alone, (full, r)
+
+
+def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_up(
+    trained, overrides, workdir, tmp_path
+):
+    """``iea thresholds search`` in eval mode on the small demo's trained model: the first
+    trial is the config's thresholds, and scored from the cached stages (every region gathered
+    once, filtered per trial) it equals the training flow's own dev score; a rerun with more
+    trials adds exactly the difference; show and export read the study back."""
+    from flows.thresholds import threshold_search
+
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    first = threshold_search(DEMO, overrides, trials=3, study="demo", storage=storage)
+    assert (first["finished"], first["ran"]) == (3, 3)
+    assert first["first"]["params"] == {"t_size": 25.0, "t_clarity": 100.0, "t_conf": 0.5}
+    assert first["first"]["dev_jmasa_f1"] == pytest.approx(trained["dev"]["jmasa_f1"])
+    assert first["best"]["dev_jmasa_f1"] >= first["first"]["dev_jmasa_f1"]
+    assert first["test"]["tweets"] == 50 and 0.0 <= first["test"]["jmasa_f1"] <= 1.0
+    again = threshold_search(DEMO, overrides, trials=4, study="demo", storage=storage)
+    assert (again["finished"], again["ran"]) == (4, 1)
+
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    parent = client.get_run(first["run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{first['run_id']}'"
+    )
+    assert len(children) == 3 and all("dev/jmasa_f1" in c.data.metrics for c in children)
+    assert parent.data.params["best.t_conf"] == str(first["best"]["params"]["t_conf"])
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["thresholds", "show", "--study", "demo", "--storage", storage])
+    assert shown.exit_code == 0, shown.output
+    table = json.loads(shown.stdout)
+    assert table["finished"] == 4 and len(table["trials"]) == 4
+    out = tmp_path / "best.yaml"
+    exported = runner.invoke(
+        app, ["thresholds", "export", "--study", "demo", "--storage", storage, "--out", str(out)]
+    )
+    assert exported.exit_code == 0, exported.output
+    from iea.config import load_settings
+
+    filters = load_settings(out).filters
+    assert filters.model_dump() == pytest.approx(again["best"]["params"])
+    missing = runner.invoke(app, ["thresholds", "show", "--study", "nope", "--storage", storage])
+    assert missing.exit_code == 1 and "no threshold study 'nope'" in missing.stderr

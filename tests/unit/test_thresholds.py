@@ -4,6 +4,8 @@ evaluation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +15,8 @@ from iea.jmasa import RegionView, TweetInput
 from iea.nmi import AlignedRegion
 from iea.thresholds import SplitRegions, TrialEvaluator, all_regions
 from iea.vision.filters import RegionFeatures, Thresholds, drop_reasons
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def _split(seed: int = 0, n_images: int = 6, per_image: int = 4) -> SplitRegions:
@@ -113,3 +117,30 @@ def test_gathering_refuses_an_interpreter_that_filters():
         all_regions(
             [Tweet("t", ("a",), "0.jpg")], "/nowhere", lambda path: _Result(), lambda items: []
         )
+
+
+def test_a_search_that_could_not_act_is_refused_with_every_reason():
+    from flows.thresholds import check_search, on_grid
+    from iea.config import load_settings
+
+    check_search(load_settings(DEMO_CONFIG))  # the demo searches as it is
+    with pytest.raises(ValueError) as err:
+        check_search(
+            load_settings(
+                DEMO_CONFIG,
+                ["segment.pred_iou_thresh=0.3", "filters.t_size=27", "search.ablation=text_only"],
+            )
+        )
+    text = str(err.value)
+    assert "segment.pred_iou_thresh (0.3) is above search.t_conf.low (0.0)" in text
+    assert "filters.t_size = 27.0 is not on search.t_size's grid" in text
+    assert "search.ablation 'text_only'" in text
+    grid = load_settings(DEMO_CONFIG).search.t_conf
+    assert on_grid(grid, 0.8500000000000001) == 0.85
+
+
+def test_the_paper_config_can_search():
+    from flows.thresholds import check_search
+    from iea.config import load_settings
+
+    check_search(load_settings(DEMO_CONFIG.parent / "paper.yaml"))

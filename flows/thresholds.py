@@ -1,0 +1,314 @@
+"""Prefect flow ``threshold_search``: Optuna over the region-filter thresholds, each trial
+scored on cached stages (:mod:`iea.thresholds`).
+
+The flow trains (or reuses, by content key) the JMASA model of the current config, gathers
+the dev and test regions once with every filter off, then runs Optuna trials of ``eval`` mode:
+a trial's thresholds pick the regions, the fixed model scores dev. The config's thresholds are
+the first trial; ``trials`` counts finished trials in total, so a rerun of the same study tops
+it up. The best trial (on dev) is scored once on test at the end; test never chooses.
+MLflow gets a parent run with one nested run per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from prefect import flow, get_run_logger
+
+from flows import tracking
+from iea.config import FilterSettings, GridSettings, SearchSettings, Settings, load_settings
+from iea.vision.filters import Thresholds
+
+THRESHOLDS = ("t_size", "t_clarity", "t_conf")
+SEARCHABLE = ("full", "no_interpretation", "no_nmi")
+"""Ablations whose instructions hold filtered regions (the others ignore the thresholds)."""
+
+
+def _decimals(step: float) -> int:
+    return max(0, -Decimal(str(step)).normalize().as_tuple().exponent)
+
+
+def on_grid(grid: GridSettings, value: float) -> float:
+    """``value`` rounded to the grid's decimals (0.8500000000000001 -> 0.85)."""
+    return round(float(value), _decimals(grid.step))
+
+
+def _check_on_grid(name: str, grid: GridSettings, value: float) -> str | None:
+    k = (value - grid.low) / grid.step
+    if not grid.low <= value <= grid.high or not math.isclose(k, round(k), abs_tol=1e-9):
+        return (
+            f"filters.{name} = {value} is not on search.{name}'s grid "
+            f"({grid.low}..{grid.high} step {grid.step})"
+        )
+    return None
+
+
+def check_search(settings: Settings) -> None:
+    """Every reason the search cannot start, at once.
+
+    Raises:
+        ValueError: the mask generator's cut sits above the lowest ``t_conf`` tried (such a
+            trial could not act), the config's thresholds are off the grids (the first trial
+            must be them), or ``search.ablation`` ignores the thresholds.
+    """
+    search = settings.search
+    problems = []
+    if settings.segment.pred_iou_thresh > search.t_conf.low:
+        problems.append(
+            f"segment.pred_iou_thresh ({settings.segment.pred_iou_thresh}) is above "
+            f"search.t_conf.low ({search.t_conf.low}): the mask generator would drop masks "
+            "before a low t_conf could keep them; lower segment.pred_iou_thresh"
+        )
+    for name in THRESHOLDS:
+        why = _check_on_grid(name, getattr(search, name), getattr(settings.filters, name))
+        if why:
+            problems.append(why)
+    if search.ablation not in SEARCHABLE:
+        problems.append(
+            f"search.ablation {search.ablation!r} puts no filtered region in its instructions:"
+            f" one of {', '.join(SEARCHABLE)}"
+        )
+    if problems:
+        raise ValueError("cannot search thresholds:\n  " + "\n  ".join(problems))
+
+
+def suggest(trial: optuna.Trial, search: SearchSettings) -> Thresholds:
+    """The trial's thresholds, each on its grid."""
+    values = {}
+    for name in THRESHOLDS:
+        g = getattr(search, name)
+        values[name] = on_grid(g, trial.suggest_float(name, g.low, g.high, step=g.step))
+    return Thresholds(**values)
+
+
+def _storage(url: str) -> str:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def _sampler(search: SearchSettings) -> optuna.samplers.BaseSampler:
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.seed)
+    return optuna.samplers.TPESampler(seed=search.seed)
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that finished (COMPLETE): what ``trials`` counts."""
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
+def load_study(name: str, storage: str) -> optuna.Study:
+    """An existing study.
+
+    Raises:
+        KeyError: no study ``name`` in ``storage`` (names the storage).
+    """
+    try:
+        return optuna.load_study(study_name=name, storage=_storage(storage))
+    except KeyError:
+        raise KeyError(f"no threshold study {name!r} in {storage}") from None
+
+
+def _gather(settings: Settings, tweets: dict, images_dir: Path, aligner: dict) -> dict:
+    """Dev and test with every region (filters off), interpreted and aligned (cached)."""
+    from iea.jmasa import align_regions
+    from iea.models.finetune import load_trained
+    from iea.store import open_store
+    from iea.thresholds import all_regions
+    from iea.vision.interpreter import ImageInterpreter
+
+    store = open_store(settings.store)
+    open_filters = settings.model_copy(
+        update={"filters": FilterSettings(t_size=0, t_clarity=0, t_conf=0.0)}
+    )
+    interp = ImageInterpreter(open_filters, store)
+    rt, t = settings.runtime, settings.aligner.train
+    model, processor = load_trained(aligner["model_dir"], device=rt.device, cache=rt.model_cache)
+
+    def align(items):
+        return align_regions(
+            model,
+            processor,
+            items,
+            batch_size=t.eval_batch_size,
+            max_new_tokens=t.max_new_tokens,
+            store=store,
+            aligner_key=aligner["key"],
+        )
+
+    return {s: all_regions(tweets[s], images_dir, interp.run, align) for s in ("dev", "test")}
+
+
+@flow(name="threshold_search", log_prints=True)
+def threshold_search(
+    config: str | None = None,
+    overrides: list[str] | None = None,
+    trials: int = 12,
+    study: str | None = None,
+    storage: str | None = None,
+) -> dict[str, Any]:
+    """Search the filter thresholds (``eval`` mode) until the study has ``trials`` finished
+    trials; score the best on test once.
+
+    Returns:
+        ``{"study", "storage", "finished", "ran", "first", "best", "test", "memo_hits",
+        "memo_misses", "run_id"}``: ``first``/``best`` are ``{"params", "dev_jmasa_f1"}``,
+        ``test`` the best trial's test metrics.
+    """
+    from flows.preprocess import prepare_source, twitter_preprocessing
+    from flows.train import jmasa_finetune
+    from iea.data.records import Tweet
+    from iea.jmasa import predict, score_predictions
+    from iea.models.finetune import load_trained
+    from iea.store import open_store
+    from iea.thresholds import TrialEvaluator
+
+    if trials < 1:
+        raise ValueError(f"trials must be >= 1, got {trials}")
+    settings = load_settings(config, overrides or [])
+    check_search(settings)
+    search, logger = settings.search, get_run_logger()
+    model = jmasa_finetune(config, overrides, ablation=search.ablation, register=False)
+    data = twitter_preprocessing(config, overrides)
+    store = open_store(settings.store)
+    tweets = {
+        s: [
+            Tweet.from_json(json.loads(x))
+            for x in store.get(f"{data['store_prefix']}/{s}.jsonl").decode().splitlines()
+            if x.strip()
+        ]
+        for s in ("dev", "test")
+    }
+    _, images_dir = prepare_source(settings)
+    splits = _gather(settings, tweets, Path(images_dir), model["aligner"])
+    rt, t = settings.runtime, settings.jmasa.train
+    jmasa, processor = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
+
+    def predict_fn(examples, split_tweets):
+        return predict(
+            jmasa,
+            processor,
+            examples,
+            split_tweets,
+            max_new_tokens=t.max_new_tokens,
+            batch_size=t.eval_batch_size,
+        )
+
+    dev = TrialEvaluator(splits["dev"], predict_fn, score_predictions, search.ablation)
+    url = _storage(storage or search.storage)
+    name = study or f"thresholds-{model['key'][:12]}"
+    st = optuna.create_study(
+        study_name=name,
+        storage=url,
+        load_if_exists=True,
+        direction="maximize",
+        sampler=_sampler(search),
+    )
+    start = len(st.trials)
+    if not st.trials:
+        st.enqueue_trial({n: getattr(settings.filters, n) for n in THRESHOLDS})
+
+    def objective(trial: optuna.Trial) -> float:
+        th = suggest(trial, search)
+        res = dev(th)
+        metrics = {f"dev/{k}": v for k, v in res.metrics.items()}
+        metrics |= {"kept_fraction": res.kept_fraction, "aligned_kept": res.aligned_kept}
+        metrics |= {"memo_hit": float(res.cache_hit), "trial_seconds": res.seconds}
+        with mlflow.start_run(run_name=f"trial {trial.number}", nested=True):
+            mlflow.log_params({**vars(th), "trial": trial.number, "study": name})
+            mlflow.log_metrics(metrics)
+        trial.set_user_attr("kept_fraction", res.kept_fraction)
+        trial.set_user_attr("memo_hit", res.cache_hit)
+        logger.info(
+            "trial %d %s: dev JMASA F1 %.4f, kept %.3f of regions%s",
+            trial.number,
+            vars(th),
+            res.metrics["jmasa_f1"],
+            res.kept_fraction,
+            " (memo)" if res.cache_hit else "",
+        )
+        return res.metrics["jmasa_f1"]
+
+    with tracking.start_run(settings, f"threshold_search[{name}]", tags={"stage": "thresholds"}):
+        run_id = mlflow.active_run().info.run_id
+        while (todo := trials - finished(st)) > 0:
+            st.optimize(objective, n_trials=todo, catch=(Exception,))
+            ran = len(st.trials) - start  # this call's trials (an enqueued one counts once)
+            if finished(st) == 0 or ran > 3 * trials:  # every try failed: say why, stop
+                failed = [tr for tr in st.trials if tr.state == optuna.trial.TrialState.FAIL]
+                raise RuntimeError(
+                    f"study {name!r}: {len(failed)} failed trials and {finished(st)} finished"
+                    f" (the flow log has each failure's reason)"
+                )
+        best = st.best_trial
+        best_th = Thresholds(**{n: on_grid(getattr(search, n), best.params[n]) for n in THRESHOLDS})
+        test_eval = TrialEvaluator(splits["test"], predict_fn, score_predictions, search.ablation)
+        test = test_eval(best_th).metrics
+        first = st.trials[0]
+        mlflow.log_params({f"best.{k}": v for k, v in vars(best_th).items()})
+        mlflow.log_metrics(
+            {
+                "best/dev_jmasa_f1": best.value,
+                **{f"best/test_{k}": v for k, v in test.items()},
+                "first/dev_jmasa_f1": first.value if first.value is not None else math.nan,
+                "finished_trials": finished(st),
+                "memo_hits": dev.hits,
+                "memo_misses": dev.misses,
+            }
+        )
+        mlflow.log_text(export_yaml(vars(best_th)), "best_thresholds.yaml")
+    logger.info(
+        "study %s: %d finished trials; best %s dev JMASA F1 %.4f, test %.4f",
+        name,
+        finished(st),
+        vars(best_th),
+        best.value,
+        test["jmasa_f1"],
+    )
+    return {
+        "study": name,
+        "storage": url,
+        "finished": finished(st),
+        "ran": ran,
+        "first": {"params": first.params, "dev_jmasa_f1": first.value},
+        "best": {"params": vars(best_th), "dev_jmasa_f1": best.value},
+        "test": test,
+        "memo_hits": dev.hits,
+        "memo_misses": dev.misses,
+        "run_id": run_id,
+    }
+
+
+def export_yaml(thresholds: dict[str, float]) -> str:
+    """The overrides file for the best thresholds (``filters:`` section)."""
+    import yaml
+
+    values = {k: _clean(thresholds[k]) for k in THRESHOLDS}
+    return yaml.safe_dump({"filters": values}, sort_keys=False)
+
+
+def _clean(value: float | None) -> float | None:
+    """A stored grid value without float noise (Optuna keeps 0.6000000000000001)."""
+    return None if value is None else round(float(value), 10)
+
+
+def study_table(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial: number, state, thresholds, dev JMASA F1, kept fraction, memo hit."""
+    return [
+        {
+            "trial": tr.number,
+            "state": tr.state.name,
+            **{n: _clean(tr.params.get(n)) for n in THRESHOLDS},
+            "dev_jmasa_f1": tr.value,
+            "kept_fraction": tr.user_attrs.get("kept_fraction"),
+            "memo_hit": tr.user_attrs.get("memo_hit"),
+        }
+        for tr in study.trials
+    ]
