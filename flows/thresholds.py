@@ -221,7 +221,9 @@ def threshold_search(
         metrics = {f"dev/{k}": v for k, v in res.metrics.items()}
         metrics |= {"kept_fraction": res.kept_fraction, "aligned_kept": res.aligned_kept}
         metrics |= {"memo_hit": float(res.cache_hit), "trial_seconds": res.seconds}
-        with mlflow.start_run(run_name=f"trial {trial.number}", nested=True):
+        with mlflow.start_run(
+            experiment_id=parent.info.experiment_id, run_name=f"trial {trial.number}", nested=True
+        ):
             mlflow.log_params({**vars(th), "trial": trial.number, "study": name})
             mlflow.log_metrics(metrics)
         trial.set_user_attr("kept_fraction", res.kept_fraction)
@@ -237,7 +239,8 @@ def threshold_search(
         return res.metrics["jmasa_f1"]
 
     with tracking.start_run(settings, f"threshold_search[{name}]", tags={"stage": "thresholds"}):
-        run_id = mlflow.active_run().info.run_id
+        parent = mlflow.active_run()
+        run_id = parent.info.run_id
         while (todo := trials - finished(st)) > 0:
             st.optimize(objective, n_trials=todo, catch=(Exception,))
             ran = len(st.trials) - start  # this call's trials (an enqueued one counts once)
