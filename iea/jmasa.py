@@ -67,7 +67,6 @@ def tweet_inputs(
         iea.data.images.ImageDecodeError: an image is missing or cannot be decoded (named).
     """
     from iea.data.images import load_rgb
-    from iea.data.regions import region_crop
 
     images_dir = Path(images_dir)
     by_image: dict[str, tuple[Image.Image, tuple[RegionView, ...]]] = {}
@@ -79,19 +78,25 @@ def tweet_inputs(
                 by_image[tweet.image_id] = (Image.fromarray(load_rgb(path)), ())
             else:
                 res = interpreter.run_whole(path) if whole_image else interpreter.run(path)
-                views = tuple(
-                    RegionView(
-                        r.id,
-                        tuple(r.bbox),
-                        Image.fromarray(region_crop(res.rgb, res.label_map, r)),
-                        res.interpretations[r.id].text,
-                    )
-                    for r in res.kept
-                )
-                by_image[tweet.image_id] = (Image.fromarray(res.rgb), views)
+                by_image[tweet.image_id] = (Image.fromarray(res.rgb), region_views(res, res.kept))
         image, views = by_image[tweet.image_id]
         out.append(TweetInput(tweet, image, views))
     return out
+
+
+def region_views(res: Any, regions: Sequence[Any]) -> tuple[RegionView, ...]:
+    """``regions`` of an interpreter ``ImageResult`` as views: masked crop and description."""
+    from iea.data.regions import region_crop
+
+    return tuple(
+        RegionView(
+            r.id,
+            tuple(r.bbox),
+            Image.fromarray(region_crop(res.rgb, res.label_map, r)),
+            res.interpretations[r.id].text,
+        )
+        for r in regions
+    )
 
 
 def to_example(parts: Sequence[Any], key: str, target: str, images: dict) -> Example:

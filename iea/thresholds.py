@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from iea.data.records import Tweet
-from iea.jmasa import RegionView, TweetInput, jmasa_examples
+from iea.jmasa import RegionView, TweetInput, jmasa_examples, region_views
 from iea.models.finetune import Example
 from iea.nmi import AlignedRegion
 from iea.vision.filters import RegionFeatures, Thresholds, keep_mask
@@ -109,8 +109,6 @@ def all_regions(
     """
     from PIL import Image
 
-    from iea.data.regions import region_crop
-
     images_dir = Path(images_dir)
     by_image: dict[str, tuple[Image.Image, tuple[RegionView, ...]]] = {}
     regions_of: list[tuple[str, Any]] = []
@@ -123,16 +121,7 @@ def all_regions(
                     f"{tweet.image_id}: the interpreter dropped {len(res.regions) - len(res.kept)}"
                     " regions; gather every region with thresholds 0/0/0"
                 )
-            views = tuple(
-                RegionView(
-                    r.id,
-                    tuple(r.bbox),
-                    Image.fromarray(region_crop(res.rgb, res.label_map, r)),
-                    res.interpretations[r.id].text,
-                )
-                for r in res.regions
-            )
-            by_image[tweet.image_id] = (Image.fromarray(res.rgb), views)
+            by_image[tweet.image_id] = (Image.fromarray(res.rgb), region_views(res, res.regions))
             regions_of += [(tweet.image_id, r) for r in res.regions]
         image, views = by_image[tweet.image_id]
         items.append(TweetInput(tweet, image, views))
