@@ -60,6 +60,29 @@ def _run_flow(flow_fn, *args, **kwargs) -> None:
     _emit(result)
 
 
+CONFIG_HELP = "a YAML config; repeat it to layer files, later ones overriding earlier ones"
+
+
+def _config_option(required: bool = True):
+    """``--config FILE``, repeatable: every command takes one or more config files."""
+    return typer.Option(... if required else None, "--config", help=CONFIG_HELP)
+
+
+def _configs(config: list[Path] | None) -> list[str] | None:
+    """The config files as a flow takes them (a list of paths, or None)."""
+    return [str(c) for c in config] if config else None
+
+
+def _settings(config: list[Path] | None, overrides: list[str] | None):
+    """The resolved settings, or exit 1 listing every config error at once."""
+    from iea.config import ConfigError, load_settings
+
+    try:
+        return load_settings(_configs(config), overrides or [])
+    except ConfigError as e:
+        _fail(e)
+
+
 @data_app.command("convert")
 def data_convert(
     format: str = typer.Option(..., "--format", help=FORMAT_HELP),
@@ -155,34 +178,24 @@ def eval_cmd(
 
 @config_app.command("show")
 def config_show(
-    config: Path | None = typer.Option(None, "--config"),
+    config: list[Path] | None = _config_option(required=False),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Print the resolved settings."""
-    from iea.config import ConfigError, load_settings
-
-    try:
-        _emit(load_settings(config, overrides or []).model_dump(mode="json"))
-    except ConfigError as e:
-        _fail(e)
+    _emit(_settings(config, overrides).model_dump(mode="json"))
 
 
 @flow_app.command("preprocess")
 def flow_preprocess(
-    config: Path = typer.Option(..., "--config"),
+    config: list[Path] = _config_option(),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Run the twitter_preprocessing flow (convert, validate, version, track)."""
-    from iea.config import ConfigError, load_settings
-
-    try:
-        load_settings(config, overrides or [])  # all config errors before any work
-    except ConfigError as e:
-        _fail(e)
+    _settings(config, overrides)  # all config errors before any work
     from flows.preprocess import twitter_preprocessing
 
     try:
-        result = twitter_preprocessing(str(config), list(overrides or []))
+        result = twitter_preprocessing(_configs(config), list(overrides or []))
     except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
         _fail(f"{type(e).__name__}: {e}")
     _emit(result)
@@ -200,16 +213,11 @@ def interpret_cmd(
     out: Path = typer.Option(
         ..., "--out", help="folder for regions.json, regions.png, overlay.png"
     ),
-    config: Path | None = typer.Option(None, "--config"),
+    config: list[Path] | None = _config_option(required=False),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Segment, filter and interpret one image; write its regions and an overlay."""
-    from iea.config import ConfigError, load_settings
-
-    try:
-        settings = load_settings(config, overrides or [])
-    except ConfigError as e:
-        _fail(e)
+    settings = _settings(config, overrides)
     from iea.data.images import ImageDecodeError
     from iea.models.refs import LOAD_COUNTS, ModelNotAvailable
     from iea.store import open_store
@@ -236,7 +244,7 @@ def interpret_cmd(
 
 @flow_app.command("interpret")
 def flow_interpret(
-    config: Path = typer.Option(..., "--config"),
+    config: list[Path] = _config_option(),
     images: Path | None = typer.Option(
         None, "--images", help="image folder (default: the dataset's)"
     ),
@@ -244,17 +252,15 @@ def flow_interpret(
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Run the image_interpretation flow over a folder of images."""
-    from iea.config import ConfigError, load_settings
-
-    try:
-        load_settings(config, overrides or [])
-    except ConfigError as e:
-        _fail(e)
+    _settings(config, overrides)
     from flows.interpret import run_image_interpretation
 
     try:
         result = run_image_interpretation(
-            str(config), list(overrides or []), images=str(images) if images else None, limit=limit
+            _configs(config),
+            list(overrides or []),
+            images=str(images) if images else None,
+            limit=limit,
         )
     except Exception as e:  # the flow has logged the traceback; say what failed and exit 1
         _fail(f"{type(e).__name__}: {e}")
@@ -263,19 +269,14 @@ def flow_interpret(
 
 @fgca_app.command("build")
 def fgca_build(
-    config: Path = typer.Option(..., "--config"),
+    config: list[Path] = _config_option(),
     out: Path = typer.Option(
         ..., "--out", help="folder for {train,val,test}.jsonl, quarantine, stats"
     ),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Build FGCA with the fgca_generation flow (resumes from cached images after a crash)."""
-    from iea.config import ConfigError, load_settings
-
-    try:
-        settings = load_settings(config, overrides or [])
-    except ConfigError as e:
-        _fail(e)
+    settings = _settings(config, overrides)
     from iea.models.refs import prepare_tiny
 
     rt = settings.runtime
@@ -287,7 +288,7 @@ def fgca_build(
     )
     from flows.fgca import fgca_generation
 
-    _run_flow(fgca_generation, str(config), list(overrides or []), out=str(out))
+    _run_flow(fgca_generation, _configs(config), list(overrides or []), out=str(out))
 
 
 @fgca_app.command("validate")
@@ -343,20 +344,16 @@ def fgca_validate(
         _fail(f"{file}: {n_rows} failing rows\n{report.summary()}")
 
 
-def _prepare(config: Path, overrides: list[str] | None, *, needs_images: bool = False):
+def _prepare(config: list[Path], overrides: list[str] | None, *, needs_images: bool = False):
     """Load the settings (every error at once), check what the command needs, and build the
     tiny models it names before any flow starts."""
-    from iea.config import ConfigError, load_settings
     from iea.models.refs import prepare_tiny
 
-    try:
-        settings = load_settings(config, overrides or [])
-    except ConfigError as e:
-        _fail(e)
+    settings = _settings(config, overrides)
     if needs_images and settings.data.source == "files" and settings.data.images is None:
         _fail(
-            f"{config}: data.images is not set: JMASA needs the tweets' images "
-            "(pass data.images=DIR, the folder holding each tweet's image_id)"
+            f"{', '.join(map(str, config))}: data.images is not set: JMASA needs the tweets' "
+            "images (pass data.images=DIR, the folder holding each tweet's image_id)"
         )
     rt = settings.runtime
     refs = [
@@ -373,19 +370,19 @@ def _prepare(config: Path, overrides: list[str] | None, *, needs_images: bool = 
 
 @train_app.command("aligner")
 def train_aligner(
-    config: Path = typer.Option(..., "--config"),
+    config: list[Path] = _config_option(),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Build (or reuse) FGCA and LoRA-train the aligner; registers ``iea-aligner``."""
     _prepare(config, overrides)
     from flows.train import aligner_training
 
-    _run_flow(aligner_training, str(config), list(overrides or []))
+    _run_flow(aligner_training, _configs(config), list(overrides or []))
 
 
 @train_app.command("jmasa")
 def train_jmasa(
-    config: Path = typer.Option(..., "--config"),
+    config: list[Path] = _config_option(),
     ablation: str = typer.Option(
         "full",
         "--ablation",
@@ -403,7 +400,7 @@ def train_jmasa(
     _prepare(config, overrides, needs_images=True)
     from flows.train import jmasa_finetune
 
-    _run_flow(jmasa_finetune, str(config), list(overrides or []), ablation=ablation)
+    _run_flow(jmasa_finetune, _configs(config), list(overrides or []), ablation=ablation)
 
 
 experiment_app = typer.Typer(help="Experiments: the paper's claims, measured over seeds.")
@@ -412,7 +409,7 @@ app.add_typer(experiment_app, name="experiment")
 
 @experiment_app.command("ablations")
 def experiment_ablations(
-    config: Path = typer.Option(..., "--config"),
+    config: list[Path] = _config_option(),
     seeds: int = typer.Option(3, "--seeds", help="JMASA training seeds 0..N-1 per row"),
     rows: str = typer.Option(
         "full,no_segmentation,no_interpretation,no_nmi,no_aligner_nmi,text_only",
@@ -457,7 +454,7 @@ def experiment_ablations(
 
     _run_flow(
         ablation_experiment,
-        str(config),
+        _configs(config),
         list(overrides or []),
         seeds=list(range(seeds)),
         rows=wanted,
@@ -475,7 +472,7 @@ app.add_typer(thresholds_app, name="thresholds")
 
 @thresholds_app.command("search")
 def thresholds_search(
-    config: Path = typer.Option(..., "--config"),
+    config: list[Path] = _config_option(),
     trials: int = typer.Option(12, "--trials", help="finished trials in the study, in total"),
     study: str | None = typer.Option(
         None, "--study", help="study name (default: one per trained JMASA model)"
@@ -498,7 +495,12 @@ def thresholds_search(
     except ValueError as e:
         _fail(e)
     _run_flow(
-        threshold_search, str(config), list(overrides or []), trials, study=study, storage=storage
+        threshold_search,
+        _configs(config),
+        list(overrides or []),
+        trials,
+        study=study,
+        storage=storage,
     )
 
 

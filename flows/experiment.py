@@ -43,7 +43,7 @@ def threshold_settings(settings) -> dict[str, list[str]]:
     }
 
 
-def train_row(config: str, overrides: list[str], row: str) -> dict:
+def train_row(config: str | list[str], overrides: list[str], row: str) -> dict:
     """One training of the experiment (the ``jmasa_finetune`` flow, not registered): its test
     metrics, coverage and model key. Top-level so a worker process can run it."""
     from flows.train import jmasa_finetune
@@ -77,7 +77,7 @@ def _worker_env(threads: int):
 
 @flow(name="ablation_experiment", log_prints=True)
 def ablation_experiment(
-    config: str,
+    config: str | list[str],
     overrides: list[str] | None = None,
     seeds: list[int] | None = None,
     rows: list[str] | None = None,

@@ -80,7 +80,9 @@ def _quarantine_rows(outcomes, failed_rows) -> list[dict]:
 
 @flow(name="fgca_generation", log_prints=True)
 def fgca_generation(
-    config: str | None = None, overrides: list[str] | None = None, out: str | None = None
+    config: str | list[str] | None = None,
+    overrides: list[str] | None = None,
+    out: str | None = None,
 ) -> dict:
     """Build, validate, split, store and track the FGCA dataset.
 

@@ -81,7 +81,7 @@ def interpret_chunk(
 
 @flow(name="image_interpretation", log_prints=True)
 def image_interpretation(
-    config: str | None = None,
+    config: str | list[str] | None = None,
     overrides: list[str] | None = None,
     images: str | None = None,
     limit: int | None = None,
@@ -158,7 +158,9 @@ def image_interpretation(
     }
 
 
-def run_image_interpretation(config: str | None, overrides: list[str], **kwargs) -> dict:
+def run_image_interpretation(
+    config: str | list[str] | None, overrides: list[str], **kwargs
+) -> dict:
     """Run the flow with a thread pool of ``interpreter.concurrency`` workers."""
     settings = load_settings(config, overrides)
     runner = ThreadPoolTaskRunner(max_workers=settings.interpreter.concurrency)

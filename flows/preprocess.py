@@ -104,7 +104,9 @@ def store_dataset(store: ArtifactStore, staging: Path, name: str, version: str) 
 
 
 @flow(name="twitter_preprocessing", log_prints=True)
-def twitter_preprocessing(config: str | None = None, overrides: list[str] | None = None) -> dict:
+def twitter_preprocessing(
+    config: str | list[str] | None = None, overrides: list[str] | None = None
+) -> dict:
     """Convert, validate, version and track a Twitter dataset.
 
     Returns:

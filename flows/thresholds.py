@@ -148,7 +148,7 @@ def _gather(settings: Settings, tweets: dict, images_dir: Path, aligner: dict) -
 
 @flow(name="threshold_search", log_prints=True)
 def threshold_search(
-    config: str | None = None,
+    config: str | list[str] | None = None,
     overrides: list[str] | None = None,
     trials: int = 12,
     study: str | None = None,

@@ -301,7 +301,9 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
 
 @flow(name="aligner_training", log_prints=True)
 def aligner_training(
-    config: str | None = None, overrides: list[str] | None = None, register: bool = True
+    config: str | list[str] | None = None,
+    overrides: list[str] | None = None,
+    register: bool = True,
 ) -> dict:
     """Build (or reuse) FGCA, LoRA-train the aligner on it, score span accuracy, register."""
     from flows.fgca import fgca_generation, prepare_pascal
@@ -485,7 +487,7 @@ def train_jmasa_task(
 
 @flow(name="jmasa_finetune", log_prints=True)
 def jmasa_finetune(
-    config: str | None = None,
+    config: str | list[str] | None = None,
     overrides: list[str] | None = None,
     ablation: str = "full",
     register: bool = True,

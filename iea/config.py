@@ -9,7 +9,7 @@ one :class:`ConfigError` before any work starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -316,15 +316,26 @@ class ConfigError(ValueError):
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
 
 
+def config_paths(config: str | Path | Sequence[str | Path] | None) -> list[Path]:
+    """The config files of ``config`` in order: none, one path, or a list of paths."""
+    if config is None:
+        return []
+    if isinstance(config, (str, Path)):
+        return [Path(config)]
+    return [Path(c) for c in config]
+
+
 def load_settings(
-    config: str | Path | None = None,
+    config: str | Path | Sequence[str | Path] | None = None,
     overrides: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Resolve defaults < YAML file < ``IEA_*`` env vars < ``key=value`` overrides.
+    """Resolve defaults < YAML file(s) < ``IEA_*`` env vars < ``key=value`` overrides.
 
     Args:
-        config: a YAML file whose nested keys mirror :class:`Settings`, or None.
+        config: a YAML file whose nested keys mirror :class:`Settings`, a list of them (later
+            files override earlier ones key by key, e.g. a config and the thresholds a search
+            exported), or None.
         overrides: ``dotted.key=value`` strings; values are parsed as YAML scalars/lists.
         env: the environment to read ``IEA_SECTION__KEY`` variables from (default ``os.environ``).
 
@@ -335,8 +346,7 @@ def load_settings(
     merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
 
-    if config is not None:
-        path = Path(config)
+    for path in config_paths(config):
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except OSError as e:

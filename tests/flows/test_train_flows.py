@@ -322,5 +322,14 @@ def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_
 
     filters = yaml.safe_load(out.read_text())["filters"]
     assert filters == pytest.approx(again["best"]["params"])
+    # the exported file layers over the config (--config is repeatable, later files win)
+    layered = runner.invoke(app, ["config", "show", "--config", DEMO, "--config", str(out)])
+    assert layered.exit_code == 0, layered.output
+    resolved = json.loads(layered.stdout)
+    assert {k: resolved["filters"][k] for k in filters} == pytest.approx(filters)
+    assert (
+        resolved["segment"]
+        == json.loads(runner.invoke(app, ["config", "show", "--config", DEMO]).stdout)["segment"]
+    )
     missing = runner.invoke(app, ["thresholds", "show", "--study", "nope", "--storage", storage])
     assert missing.exit_code == 1 and "no threshold study 'nope'" in missing.stderr

@@ -29,3 +29,24 @@ def test_experiment_rejects_unknown_rows_and_bad_fractions():
         app, ["experiment", "ablations", "--config", str(PAPER), "--fractions", "0,2"]
     )
     assert res.exit_code == 1 and "--fractions" in res.output
+
+
+def test_config_is_repeatable_on_commands_and_every_file_error_is_named(tmp_path):
+    """``--config A --config B``: B's keys override A's; errors of both files come at once."""
+    best = tmp_path / "best.yaml"
+    best.write_text("filters:\n  t_size: 35\n  t_clarity: 125\n  t_conf: 0.8\n")
+    res = CliRunner().invoke(app, ["config", "show", "--config", str(PAPER), "--config", str(best)])
+    assert res.exit_code == 0, res.output
+    import json
+
+    shown = json.loads(res.stdout)
+    assert shown["filters"]["t_size"] == 35 and shown["filters"]["t_conf"] == 0.8
+    assert shown["interpreter"]["model"] == "Qwen/Qwen3-VL-2B-Instruct"  # paper.yaml's own
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("filters:\n  t_conf: 2\n")
+    res = CliRunner().invoke(
+        app,
+        ["train", "jmasa", "--config", str(PAPER), "--config", str(bad), "--config", "nope.yaml"],
+    )
+    assert res.exit_code == 1
+    assert f"{bad}: filters.t_conf" in res.output and "nope.yaml: cannot read" in res.output

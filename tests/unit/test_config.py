@@ -41,6 +41,30 @@ def test_all_errors_reported_at_once_with_their_source(tmp_path):
     assert "override 'runtime.device=tpu': runtime.device" in text
 
 
+def test_later_config_files_override_earlier_ones_key_by_key(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("filters:\n  t_size: 10\n  t_clarity: 50\nstore:\n  bucket: base\n")
+    best = tmp_path / "best.yaml"
+    best.write_text("filters:\n  t_size: 35\n")
+    s = load_settings([base, best], ["store.bucket=cli"], env={})
+    assert (s.filters.t_size, s.filters.t_clarity, s.store.bucket) == (35, 50, "cli")
+    assert load_settings([best, base], env={}).filters.t_size == 10  # order decides
+    assert load_settings([], env={}) == load_settings(None, env={})
+
+
+def test_errors_of_every_config_file_are_reported_at_once_naming_each(tmp_path):
+    one = tmp_path / "one.yaml"
+    one.write_text("segment:\n  bogus: 1\n")
+    two = tmp_path / "two.yaml"
+    two.write_text("filters:\n  t_conf: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings([one, two, tmp_path / "missing.yaml"], env={})
+    text = str(e.value)
+    assert len(e.value.problems) == 3, e.value.problems
+    assert f"{one}: segment.bogus" in text and f"{two}: filters.t_conf" in text
+    assert "missing.yaml: cannot read" in text
+
+
 def test_unreadable_yaml_is_reported(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("segment: [unclosed\n")
