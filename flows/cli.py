@@ -480,13 +480,19 @@ def thresholds_search(
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna storage URL (default search.storage)"
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        help="workers side by side in this run (more on other machines: same --storage, "
+        "--study; a Postgres URL)",
+    ),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Search t_size / t_clarity / t_conf on dev with the config's JMASA model fixed (eval
     mode); the config's thresholds are the first trial, a rerun tops the study up to --trials,
     and the best is scored once on test."""
-    if trials < 1:
-        _fail("--trials must be >= 1")
+    if trials < 1 or workers < 1:
+        _fail("--trials and --workers must be >= 1")
     settings = _prepare(config, overrides, needs_images=True)
     from flows.thresholds import check_search, threshold_search
 

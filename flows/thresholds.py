@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from flows import tracking
+from flows.study import claim_lock, open_storage, run_worker
 from iea.config import FilterSettings, GridSettings, SearchSettings, Settings, load_settings
 from iea.vision.filters import Thresholds
 
@@ -87,16 +90,19 @@ def suggest(trial: optuna.Trial, search: SearchSettings) -> Thresholds:
     return Thresholds(**values)
 
 
-def _storage(url: str) -> str:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return url
-
-
-def _sampler(search: SearchSettings) -> optuna.samplers.BaseSampler:
+def _sampler(search: SearchSettings, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler of ``search``, seeded ``search.seed + offset`` (workers sample apart)."""
+    seed = search.seed + offset
     if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+@task(name="threshold-search-worker", cache_policy=NO_CACHE)
+def search_worker(work: Callable[[int], int], index: int) -> int:
+    """One worker of the search (a Prefect task: workers run side by side on the flow's task
+    runner); returns the trials it finished."""
+    return work(index)
 
 
 def finished(study: optuna.Study) -> int:
@@ -111,7 +117,7 @@ def load_study(name: str, storage: str) -> optuna.Study:
         KeyError: no study ``name`` in ``storage`` (names the storage).
     """
     try:
-        return optuna.load_study(study_name=name, storage=_storage(storage))
+        return optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
         raise KeyError(f"no threshold study {name!r} in {storage}") from None
 
@@ -153,9 +159,12 @@ def threshold_search(
     trials: int = 12,
     study: str | None = None,
     storage: str | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Search the filter thresholds (``eval`` mode) until the study has ``trials`` finished
-    trials; score the best on test once.
+    trials, with ``workers`` workers side by side (:mod:`flows.study`: the budget is exact
+    however many workers, here or on other machines, share the study); score the best on test
+    once.
 
     Returns:
         ``{"study", "storage", "finished", "ran", "first", "best", "test", "memo_hits",
@@ -170,8 +179,8 @@ def threshold_search(
     from iea.store import open_store
     from iea.thresholds import TrialEvaluator
 
-    if trials < 1:
-        raise ValueError(f"trials must be >= 1, got {trials}")
+    if trials < 1 or workers < 1:
+        raise ValueError(f"trials and workers must be >= 1, got {trials} and {workers}")
     settings = load_settings(config, overrides or [])
     check_search(settings)
     search, logger = settings.search, get_run_logger()
@@ -202,18 +211,19 @@ def threshold_search(
         )
 
     dev = TrialEvaluator(splits["dev"], predict_fn, score_predictions, search.ablation)
-    url = _storage(storage or search.storage)
+    url = storage or search.storage
     name = study or f"thresholds-{model['key'][:12]}"
+    store_db = open_storage(url)  # the schema, once, before any worker
     st = optuna.create_study(
         study_name=name,
-        storage=url,
+        storage=store_db,
         load_if_exists=True,
         direction="maximize",
         sampler=_sampler(search),
     )
-    start = len(st.trials)
-    if not st.trials:
-        st.enqueue_trial({n: getattr(settings.filters, n) for n in THRESHOLDS})
+    with claim_lock(url, name):  # another machine may be starting this study too
+        if not st.trials:
+            st.enqueue_trial({n: getattr(settings.filters, n) for n in THRESHOLDS})
 
     def objective(trial: optuna.Trial) -> float:
         th = suggest(trial, search)
@@ -222,7 +232,10 @@ def threshold_search(
         metrics |= {"kept_fraction": res.kept_fraction, "aligned_kept": res.aligned_kept}
         metrics |= {"memo_hit": float(res.cache_hit), "trial_seconds": res.seconds}
         with mlflow.start_run(
-            experiment_id=parent.info.experiment_id, run_name=f"trial {trial.number}", nested=True
+            experiment_id=parent.info.experiment_id,
+            run_name=f"trial {trial.number}",
+            parent_run_id=parent.info.run_id,
+            nested=True,
         ):
             mlflow.log_params({**vars(th), "trial": trial.number, "study": name})
             mlflow.log_metrics(metrics)
@@ -238,18 +251,25 @@ def threshold_search(
         )
         return res.metrics["jmasa_f1"]
 
+    def work(index: int) -> int:
+        """Worker ``index``: its own study handle and sampler seed (``search.seed + index``)."""
+        mine = optuna.load_study(
+            study_name=name, storage=store_db, sampler=_sampler(search, offset=index)
+        )
+        return run_worker(mine, objective, trials, storage_url=url, log=logger.warning)
+
     with tracking.start_run(settings, f"threshold_search[{name}]", tags={"stage": "thresholds"}):
         parent = mlflow.active_run()
         run_id = parent.info.run_id
-        while (todo := trials - finished(st)) > 0:
-            st.optimize(objective, n_trials=todo, catch=(Exception,))
-            ran = len(st.trials) - start  # this call's trials (an enqueued one counts once)
-            if finished(st) == 0 or ran > 3 * trials:  # every try failed: say why, stop
-                failed = [tr for tr in st.trials if tr.state == optuna.trial.TrialState.FAIL]
-                raise RuntimeError(
-                    f"study {name!r}: {len(failed)} failed trials and {finished(st)} finished"
-                    f" (the flow log has each failure's reason)"
-                )
+        mlflow.log_params({"search.trials": trials, "search.workers": workers})
+        if workers == 1:
+            per_worker = [work(0)]
+        else:
+            futures = [search_worker.submit(work, i) for i in range(workers)]
+            per_worker = [f.result() for f in futures]
+        ran = sum(per_worker)
+        if finished(st) == 0:
+            raise RuntimeError(f"study {name!r}: no finished trial (the flow log has why)")
         best = st.best_trial
         best_th = Thresholds(**{n: on_grid(getattr(search, n), best.params[n]) for n in THRESHOLDS})
         test_eval = TrialEvaluator(splits["test"], predict_fn, score_predictions, search.ablation)

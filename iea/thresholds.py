@@ -20,6 +20,7 @@ keyed by that set.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -148,6 +149,8 @@ class TrialEvaluator:
 
     ``predict`` and ``score`` are the model's prediction and the metrics; ``ablation`` the NMI
     layout its instructions use. ``hits``/``misses`` count memo answers and evaluations.
+    Threads may share one evaluator (the memo and counts take a lock; two threads missing the
+    same key at once both evaluate it, and both count a miss).
     """
 
     split: SplitRegions
@@ -157,6 +160,7 @@ class TrialEvaluator:
     hits: int = 0
     misses: int = 0
     _memo: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def key(self, t: Thresholds) -> str:
         """The memo key at ``t``: a digest of the aligned regions that survive the filters."""
@@ -170,17 +174,22 @@ class TrialEvaluator:
     def __call__(self, t: Thresholds) -> TrialResult:
         t0 = time.perf_counter()
         key = self.key(t)
-        hit = key in self._memo
         items, aligned = self.split.select(t)
-        if hit:
-            self.hits += 1
-        else:
-            self.misses += 1
+        with self._lock:
+            metrics = self._memo.get(key)
+            hit = metrics is not None
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+        if metrics is None:
             examples, _ = jmasa_examples(items, aligned, ablation=self.ablation)
             tweets = [item.tweet for item in items]
-            self._memo[key] = self.score(self.predict(examples, tweets), tweets)
+            metrics = self.score(self.predict(examples, tweets), tweets)
+            with self._lock:
+                self._memo[key] = metrics
         return TrialResult(
-            dict(self._memo[key]),
+            dict(metrics),
             self.split.kept_fraction(t),
             sum(len(a) for a in aligned),
             hit,

@@ -287,7 +287,8 @@ def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_
     """``iea thresholds search`` in eval mode on the small demo's trained model: the first
     trial is the config's thresholds, and scored from the cached stages (every region gathered
     once, filtered per trial) it equals the training flow's own dev score; a rerun with more
-    trials adds exactly the difference; show and export read the study back."""
+    trials (and two workers) adds exactly the difference; show and export read the study
+    back."""
     from flows.thresholds import threshold_search
 
     storage = f"sqlite:///{workdir / 'optuna.db'}"
@@ -297,15 +298,21 @@ def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_
     assert first["first"]["dev_jmasa_f1"] == pytest.approx(trained["dev"]["jmasa_f1"])
     assert first["best"]["dev_jmasa_f1"] >= first["first"]["dev_jmasa_f1"]
     assert first["test"]["tweets"] == 50 and 0.0 <= first["test"]["jmasa_f1"] <= 1.0
-    again = threshold_search(DEMO, overrides, trials=4, study="demo", storage=storage)
-    assert (again["finished"], again["ran"]) == (4, 1)
+    # two workers (Prefect tasks side by side) top it up to 5: exactly 2 more, none over
+    again = threshold_search(DEMO, overrides, trials=5, study="demo", storage=storage, workers=2)
+    assert (again["finished"], again["ran"]) == (5, 2)
 
     client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     parent = client.get_run(first["run_id"])
-    children = client.search_runs(
-        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{first['run_id']}'"
-    )
-    assert len(children) == 3 and all("dev/jmasa_f1" in c.data.metrics for c in children)
+
+    def children(run_id: str) -> list:
+        return client.search_runs(
+            [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"
+        )
+
+    assert len(children(first["run_id"])) == 3
+    assert all("dev/jmasa_f1" in c.data.metrics for c in children(first["run_id"]))
+    assert len(children(again["run_id"])) == 2  # worker threads' runs nest under the search
     assert parent.data.params["best.t_conf"] == str(first["best"]["params"]["t_conf"])
 
     runner = CliRunner()
