@@ -524,11 +524,13 @@ def thresholds_show(
     study: str = typer.Option(..., "--study"),
     storage: str = typer.Option("sqlite:///mlruns/optuna.db", "--storage"),
 ) -> None:
-    """The study's best trial and a table of every trial, as JSON."""
+    """The study's best trial, a table of every trial and where its plots are, as JSON."""
     from flows.thresholds import _clean, finished, study_table
 
     st = _study(study, storage)
     best = st.best_trial if finished(st) else None
+    folder = st.user_attrs.get("plots_dir")
+    plots = sorted(str(p) for p in Path(folder).glob("*.png")) if folder else []
     _emit(
         {
             "study": study,
@@ -541,8 +543,13 @@ def thresholds_show(
                 "value": best.value,
             },
             "trials": study_table(st),
+            "plots": plots,
+            "dashboard": f"optuna-dashboard {storage}",
         }
     )
+    if plots:
+        _progress(f"plots: {Path(plots[0]).parent}")
+    _progress(f"browse the study: pip install optuna-dashboard && optuna-dashboard {storage}")
 
 
 @thresholds_app.command("export")

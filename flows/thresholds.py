@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -177,7 +178,7 @@ def threshold_search(
     from iea.jmasa import predict, score_predictions
     from iea.models.finetune import load_trained
     from iea.store import open_store
-    from iea.thresholds import TrialEvaluator
+    from iea.thresholds import TrialEvaluator, overlay
 
     if trials < 1 or workers < 1:
         raise ValueError(f"trials and workers must be >= 1, got {trials} and {workers}")
@@ -287,6 +288,27 @@ def threshold_search(
             }
         )
         mlflow.log_text(export_yaml(vars(best_th)), "best_thresholds.yaml")
+        done = [tr for tr in st.trials if tr.state == optuna.trial.TrialState.COMPLETE]
+        worst = min(done, key=lambda tr: tr.value)
+        worst_th = Thresholds(
+            **{n: on_grid(getattr(search, n), worst.params[n]) for n in THRESHOLDS}
+        )
+        plots_dir = (search.plots_dir / name).resolve()
+        try:
+            image = overlay(
+                splits["dev"],
+                [(f"best #{best.number}", best_th), (f"worst #{worst.number}", worst_th)],
+            )
+            overlays = {"overlay_best_worst": image}
+        except ValueError as e:
+            overlays = {}
+            logger.warning("no overlay: %s", e)
+        plots, skipped = write_plots(st, plots_dir, overlays)
+        for path in plots:
+            mlflow.log_artifact(str(path), "plots")
+        for stem, why in skipped.items():
+            logger.warning("plot %s not drawn: %s", stem, why)
+        st.set_user_attr("plots_dir", str(plots_dir))
     logger.info(
         "study %s: %d finished trials; best %s dev JMASA F1 %.4f, test %.4f",
         name,
@@ -305,8 +327,52 @@ def threshold_search(
         "test": test,
         "memo_hits": dev.hits,
         "memo_misses": dev.misses,
+        "plots": [str(p) for p in plots],
         "run_id": run_id,
     }
+
+
+PLOTS = {
+    "history": "plot_optimization_history",
+    "importances": "plot_param_importances",
+    "slice": "plot_slice",
+    "contour": "plot_contour",
+}
+"""Optuna's matplotlib plots a search writes (file stem -> function)."""
+
+
+def write_plots(
+    study: optuna.Study, folder: Path, overlays: dict[str, Any] | None = None
+) -> tuple[list[Path], dict[str, str]]:
+    """Optuna's plots of ``study`` as PNGs in ``folder`` (:data:`PLOTS`), plus ``overlays``
+    (``name -> PIL image``). Returns the files written and, per plot that could not be drawn
+    (importances need two distinct finished trials), why."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from optuna.visualization import matplotlib as ovm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written, skipped = [], {}
+    for stem, fn in PLOTS.items():
+        kwargs = {"params": list(THRESHOLDS)} if stem in ("slice", "contour") else {}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "experimental" and a contour's few points
+                axes = getattr(ovm, fn)(study, **kwargs)
+        except Exception as e:  # a plot that cannot be drawn from these trials says why
+            skipped[stem] = f"{type(e).__name__}: {e}"
+            continue
+        fig = np.asarray(axes).flat[0].figure
+        fig.savefig(folder / f"{stem}.png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        written.append(folder / f"{stem}.png")
+    for stem, image in (overlays or {}).items():
+        image.save(folder / f"{stem}.png")
+        written.append(folder / f"{stem}.png")
+    return written, skipped
 
 
 def export_yaml(thresholds: dict[str, float]) -> str:

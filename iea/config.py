@@ -152,6 +152,8 @@ class SearchSettings(_Section):
     """Optuna storage URL (sqlite by default; a Postgres URL for several workers)."""
     ablation: str = "full"
     """The NMI layout the scored JMASA model reads."""
+    plots_dir: Path = Path("outputs/thresholds")
+    """Where a search writes its plots (``<plots_dir>/<study>/*.png``; also MLflow artifacts)."""
 
 
 class LoraSettings(_Section):

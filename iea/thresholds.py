@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from iea.data.records import Tweet
 from iea.jmasa import RegionView, TweetInput, jmasa_examples, region_views
@@ -108,8 +109,6 @@ def all_regions(
         ValueError: ``run_image`` dropped a region (its thresholds are not all off).
         iea.data.images.ImageDecodeError: an image is missing or cannot be decoded (named).
     """
-    from PIL import Image
-
     images_dir = Path(images_dir)
     by_image: dict[str, tuple[Image.Image, tuple[RegionView, ...]]] = {}
     regions_of: list[tuple[str, Any]] = []
@@ -195,3 +194,44 @@ class TrialEvaluator:
             hit,
             time.perf_counter() - t0,
         )
+
+
+def overlay(
+    split: SplitRegions, trials: Sequence[tuple[str, Thresholds]], n_images: int = 2
+) -> Image.Image:
+    """Which regions each of ``trials`` (``(label, thresholds)``, e.g. a good and a bad one)
+    keeps on ``n_images`` images of the split (those with the most regions): one row per
+    image, one column per trial; a kept region's box green (thick when the aligner put it next
+    to a phrase), a dropped one red. Returns an RGB image."""
+    seen: dict[str, TweetInput] = {}
+    aligned_of: dict[str, set[int]] = {}
+    for item, regions in zip(split.items, split.aligned, strict=True):
+        seen.setdefault(item.tweet.image_id, item)
+        aligned_of.setdefault(item.tweet.image_id, set()).update(r.region_id for r in regions)
+    chosen = sorted(seen.values(), key=lambda it: (-len(it.regions), it.tweet.image_id))
+    chosen = chosen[:n_images]
+    if not chosen or not trials:
+        raise ValueError("overlay needs at least one image with regions and one trial")
+    kept = [split.kept(t) for _, t in trials]
+    w = max(it.image.width for it in chosen)
+    h = max(it.image.height for it in chosen)
+    head = 16
+    canvas = Image.new("RGB", (w * len(trials), (h + head) * len(chosen)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for row, item in enumerate(chosen):
+        image_id = item.tweet.image_id
+        for col, ((label, _), keep) in enumerate(zip(trials, kept, strict=True)):
+            x0, y0 = col * w, row * (h + head)
+            canvas.paste(item.image.convert("RGB"), (x0, y0 + head))
+            n_kept = sum((image_id, v.region_id) in keep for v in item.regions)
+            caption = f"{label}: {image_id} kept {n_kept}/{len(item.regions)}"
+            draw.text((x0 + 2, y0 + 2), caption, fill="black")
+            for v in item.regions:
+                bx, by, bw, bh = v.bbox
+                box = (x0 + bx, y0 + head + by, x0 + bx + bw - 1, y0 + head + by + bh - 1)
+                if (image_id, v.region_id) in keep:
+                    width = 3 if v.region_id in aligned_of[image_id] else 1
+                    draw.rectangle(box, outline=(0, 170, 0), width=width)
+                else:
+                    draw.rectangle(box, outline=(220, 0, 0), width=1)
+    return canvas

@@ -173,3 +173,23 @@ def test_an_exception_fails_that_trial_with_its_reason_not_the_study(tmp_path):
 
     with pytest.raises(RuntimeError, match="3 trials failed in a row.*disk gone"):
         run_worker(study, broken, 10, storage_url=url, max_failures=3)
+
+
+def test_plots_of_a_study_are_pngs_and_a_plot_that_cannot_be_drawn_says_why(tmp_path):
+    from PIL import Image
+
+    from flows.thresholds import PLOTS, THRESHOLDS, write_plots
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    study.optimize(lambda t: sum(t.suggest_float(n, 0, 1) for n in THRESHOLDS) / 3, n_trials=8)
+    files, skipped = write_plots(study, tmp_path / "p", {"overlay": Image.new("RGB", (4, 4))})
+    assert skipped == {}
+    assert sorted(f.stem for f in files) == sorted([*PLOTS, "overlay"])
+    for f in files:
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 60
+    one = optuna.create_study()
+    one.optimize(lambda t: t.suggest_float("t_size", 0, 1), n_trials=1)
+    files, skipped = write_plots(one, tmp_path / "one")
+    assert set(skipped) == {"slice", "contour"}  # they name all three thresholds
+    assert "t_clarity does not exist" in skipped["slice"]
+    assert (tmp_path / "one" / "history.png") in files

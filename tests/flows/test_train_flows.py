@@ -68,6 +68,7 @@ def overrides(workdir, model_cache) -> list[str]:
         f"tracking.uri=sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
         f"tracking.artifact_root={workdir / 'mlruns' / 'artifacts'}",
         f"runtime.model_cache={model_cache}",
+        f"search.plots_dir={workdir / 'plots'}",
         *SMALL,
     ]
 
@@ -298,6 +299,8 @@ def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_
     assert first["first"]["dev_jmasa_f1"] == pytest.approx(trained["dev"]["jmasa_f1"])
     assert first["best"]["dev_jmasa_f1"] >= first["first"]["dev_jmasa_f1"]
     assert first["test"]["tweets"] == 50 and 0.0 <= first["test"]["jmasa_f1"] <= 1.0
+    stems = {Path(p).stem for p in first["plots"]}
+    assert {"history", "slice", "contour", "overlay_best_worst"} <= stems, first["plots"]
     # two workers (Prefect tasks side by side) top it up to 5: exactly 2 more, none over
     again = threshold_search(DEMO, overrides, trials=5, study="demo", storage=storage, workers=2)
     assert (again["finished"], again["ran"]) == (5, 2)
@@ -319,6 +322,7 @@ def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_
     shown = runner.invoke(app, ["thresholds", "show", "--study", "demo", "--storage", storage])
     assert shown.exit_code == 0, shown.output
     table = json.loads(shown.stdout)
+    assert {Path(p).stem for p in table["plots"]} >= stems and "optuna-dashboard" in shown.stderr
     assert table["finished"] == 4 and len(table["trials"]) == 4
     out = tmp_path / "best.yaml"
     exported = runner.invoke(

@@ -13,7 +13,7 @@ from PIL import Image
 from iea.data.records import Aspect, Tweet
 from iea.jmasa import RegionView, TweetInput
 from iea.nmi import AlignedRegion
-from iea.thresholds import SplitRegions, TrialEvaluator, all_regions
+from iea.thresholds import SplitRegions, TrialEvaluator, all_regions, overlay
 from iea.vision.filters import RegionFeatures, Thresholds, drop_reasons
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -144,3 +144,24 @@ def test_the_paper_config_can_search():
     from iea.config import load_settings
 
     check_search(load_settings(DEMO_CONFIG.parent / "paper.yaml"))
+
+
+def test_overlay_draws_kept_regions_green_and_dropped_red_per_trial():
+    split = _split(per_image=4)
+    big = Image.new("RGB", (64, 64), "white")
+    split.items[:] = [
+        TweetInput(
+            it.tweet,
+            big,
+            tuple(RegionView(v.region_id, (2, 2, 30, 30), big, "") for v in it.regions),
+        )
+        for it in split.items
+    ]
+    keep_all, keep_none = Thresholds(0, 0, 0.0), Thresholds(1000, 1e9, 1.0)
+    img = np.asarray(overlay(split, [("all", keep_all), ("none", keep_none)], n_images=2))
+    assert img.shape == (2 * (64 + 16), 2 * 64, 3)
+    left, right = img[16:80, :64], img[16:80, 64:]
+    assert (left == (0, 170, 0)).all(axis=-1).any() and not (left == (220, 0, 0)).all(-1).any()
+    assert (right == (220, 0, 0)).all(axis=-1).any() and not (right == (0, 170, 0)).all(-1).any()
+    with pytest.raises(ValueError, match="at least one"):
+        overlay(split, [])
