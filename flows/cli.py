@@ -480,6 +480,12 @@ def thresholds_search(
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna storage URL (default search.storage)"
     ),
+    mode: str | None = typer.Option(
+        None,
+        "--mode",
+        help="eval (a fixed model scores each trial; default search.mode) or retrain (each "
+        "trial fine-tunes, pruned when it lags)",
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -488,11 +494,14 @@ def thresholds_search(
     ),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
-    """Search t_size / t_clarity / t_conf on dev with the config's JMASA model fixed (eval
-    mode); the config's thresholds are the first trial, a rerun tops the study up to --trials,
-    and the best is scored once on test."""
+    """Search t_size / t_clarity / t_conf on dev: with the config's JMASA model fixed (eval
+    mode) or fine-tuning one per trial (retrain); the config's thresholds are the first trial,
+    a rerun tops the study up to --trials, and the best is scored once on test."""
     if trials < 1 or workers < 1:
         _fail("--trials and --workers must be >= 1")
+    if mode is not None and mode not in ("eval", "retrain"):
+        _fail(f"--mode {mode!r}: expected eval or retrain")
+    overrides = [*(overrides or []), *([f"search.mode={mode}"] if mode else [])]
     settings = _prepare(config, overrides, needs_images=True)
     from flows.thresholds import check_search, threshold_search
 

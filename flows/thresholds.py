@@ -99,6 +99,15 @@ def _sampler(search: SearchSettings, offset: int = 0) -> optuna.samplers.BaseSam
     return optuna.samplers.TPESampler(seed=seed)
 
 
+def _pruner(search: SearchSettings) -> optuna.pruners.BasePruner:
+    """The pruner of ``retrain`` trials (eval trials report nothing, so it never acts)."""
+    if search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if search.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
 @task(name="threshold-search-worker", cache_policy=NO_CACHE)
 def search_worker(work: Callable[[int], int], index: int) -> int:
     """One worker of the search (a Prefect task: workers run side by side on the flow's task
@@ -124,7 +133,8 @@ def load_study(name: str, storage: str) -> optuna.Study:
 
 
 def _gather(settings: Settings, tweets: dict, images_dir: Path, aligner: dict) -> dict:
-    """Dev and test with every region (filters off), interpreted and aligned (cached)."""
+    """Each split of ``tweets`` (name -> tweets) with every region (filters off), interpreted
+    and aligned (cached)."""
     from iea.jmasa import align_regions
     from iea.models.finetune import load_trained
     from iea.store import open_store
@@ -150,7 +160,7 @@ def _gather(settings: Settings, tweets: dict, images_dir: Path, aligner: dict) -
             aligner_key=aligner["key"],
         )
 
-    return {s: all_regions(tweets[s], images_dir, interp.run, align) for s in ("dev", "test")}
+    return {s: all_regions(split, images_dir, interp.run, align) for s, split in tweets.items()}
 
 
 @flow(name="threshold_search", log_prints=True)
@@ -194,10 +204,13 @@ def threshold_search(
             for x in store.get(f"{data['store_prefix']}/{s}.jsonl").decode().splitlines()
             if x.strip()
         ]
-        for s in ("dev", "test")
+        for s in ("train", "dev", "test")
     }
     _, images_dir = prepare_source(settings)
-    splits = _gather(settings, tweets, Path(images_dir), model["aligner"])
+    wanted = {s: tweets[s] for s in ("dev", "test")}
+    if search.mode == "retrain":
+        wanted["train"] = tweets["train"]
+    splits = _gather(settings, wanted, Path(images_dir), model["aligner"])
     rt, t = settings.runtime, settings.jmasa.train
     jmasa, processor = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
 
@@ -212,6 +225,7 @@ def threshold_search(
         )
 
     dev = TrialEvaluator(splits["dev"], predict_fn, score_predictions, search.ablation)
+    retrain = _Retrain(settings, splits, Path(settings.data.work_dir) / "thresholds" / "trials")
     url = storage or search.storage
     name = study or f"thresholds-{model['key'][:12]}"
     store_db = open_storage(url)  # the schema, once, before any worker
@@ -221,6 +235,7 @@ def threshold_search(
         load_if_exists=True,
         direction="maximize",
         sampler=_sampler(search),
+        pruner=_pruner(search),
     )
     with claim_lock(url, name):  # another machine may be starting this study too
         if not st.trials:
@@ -228,7 +243,7 @@ def threshold_search(
 
     def objective(trial: optuna.Trial) -> float:
         th = suggest(trial, search)
-        res = dev(th)
+        res = retrain(trial, th) if search.mode == "retrain" else dev(th)
         metrics = {f"dev/{k}": v for k, v in res.metrics.items()}
         metrics |= {"kept_fraction": res.kept_fraction, "aligned_kept": res.aligned_kept}
         metrics |= {"memo_hit": float(res.cache_hit), "trial_seconds": res.seconds}
@@ -255,7 +270,10 @@ def threshold_search(
     def work(index: int) -> int:
         """Worker ``index``: its own study handle and sampler seed (``search.seed + index``)."""
         mine = optuna.load_study(
-            study_name=name, storage=store_db, sampler=_sampler(search, offset=index)
+            study_name=name,
+            storage=store_db,
+            sampler=_sampler(search, offset=index),
+            pruner=_pruner(search),
         )
         return run_worker(mine, objective, trials, storage_url=url, log=logger.warning)
 
@@ -330,6 +348,87 @@ def threshold_search(
         "plots": [str(p) for p in plots],
         "run_id": run_id,
     }
+
+
+class _Retrain:
+    """``retrain`` mode: a trial fine-tunes a fresh JMASA model (the config's base, LoRA) on the
+    training instructions its thresholds give, for ``search.retrain_epochs`` epochs; after
+    each evaluated epoch it reports dev JMASA F1 to Optuna and stops when the pruner says so
+    (:class:`optuna.TrialPruned`). The trial's value is its best epoch's dev F1."""
+
+    def __init__(self, settings: Settings, splits: dict, work: Path) -> None:
+        self.settings, self.splits, self.work = settings, splits, work
+
+    def __call__(self, trial: optuna.Trial, th: Thresholds):
+        import dataclasses
+        import shutil
+        import time
+
+        from flows.train import _load_model, finetune_config
+        from iea.jmasa import jmasa_examples, predict, score_predictions
+        from iea.models.finetune import prepare_model, train
+        from iea.thresholds import TrialResult
+
+        s, search = self.settings, self.settings.search
+        t0 = time.perf_counter()
+        cfg = finetune_config(s.jmasa, s.runtime.seed)
+        if search.retrain_epochs:
+            cfg = dataclasses.replace(cfg, epochs=search.retrain_epochs)
+        picked = {k: self.splits[k].select(th) for k in ("train", "dev")}
+        examples = {
+            k: jmasa_examples(items, aligned, ablation=search.ablation)[0]
+            for k, (items, aligned) in picked.items()
+        }
+        dev_tweets = [item.tweet for item in picked["dev"][0]]
+        model, processor = _load_model(s, "jmasa")
+        model = prepare_model(model, cfg)
+        evaluated = 0
+        best: dict[str, float] = {}
+
+        def evaluate(m) -> dict[str, float]:
+            nonlocal evaluated
+            evaluated += 1
+            rows = predict(
+                m,
+                processor,
+                examples["dev"],
+                dev_tweets,
+                max_new_tokens=s.jmasa.train.max_new_tokens,
+                batch_size=s.jmasa.train.eval_batch_size,
+            )
+            metrics = score_predictions(rows, dev_tweets)
+            trial.report(metrics["jmasa_f1"], evaluated * cfg.eval_every)
+            if trial.should_prune():
+                raise optuna.TrialPruned(
+                    f"dev JMASA F1 {metrics['jmasa_f1']:.4f} at epoch {evaluated * cfg.eval_every}"
+                )
+            if not best or metrics["jmasa_f1"] > best["jmasa_f1"]:  # the engine keeps the first
+                best.clear()
+                best.update(metrics)
+            return metrics
+
+        out = self.work / f"{trial.study.study_name}-{trial.number}"
+        shutil.rmtree(out, ignore_errors=True)  # a retried trial starts from nothing
+        try:
+            train(
+                model,
+                processor,
+                examples["train"],
+                cfg,
+                out_dir=out,
+                evaluate=evaluate,
+                select="jmasa_f1",
+                resume=False,
+            )
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+        return TrialResult(
+            best,
+            self.splits["train"].kept_fraction(th),
+            sum(len(a) for a in picked["train"][1]),
+            False,
+            time.perf_counter() - t0,
+        )
 
 
 PLOTS = {

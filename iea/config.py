@@ -152,6 +152,14 @@ class SearchSettings(_Section):
     """Optuna storage URL (sqlite by default; a Postgres URL for several workers)."""
     ablation: str = "full"
     """The NMI layout the scored JMASA model reads."""
+    mode: Literal["eval", "retrain"] = "eval"
+    """``eval``: the config's trained JMASA model scores dev under each trial's thresholds.
+    ``retrain``: each trial fine-tunes the JMASA model on the training instructions its
+    thresholds give, reports dev JMASA F1 per evaluated epoch and may be pruned."""
+    retrain_epochs: int | None = Field(None, ge=1)
+    """Epochs of a ``retrain`` trial (None: ``jmasa.train.epochs``)."""
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    """Stops a lagging ``retrain`` trial (Optuna's MedianPruner / HyperbandPruner)."""
     plots_dir: Path = Path("outputs/thresholds")
     """Where a search writes its plots (``<plots_dir>/<study>/*.png``; also MLflow artifacts)."""
 

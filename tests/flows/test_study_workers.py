@@ -193,3 +193,19 @@ def test_plots_of_a_study_are_pngs_and_a_plot_that_cannot_be_drawn_says_why(tmp_
     assert set(skipped) == {"slice", "contour"}  # they name all three thresholds
     assert "t_clarity does not exist" in skipped["slice"]
     assert (tmp_path / "one" / "history.png") in files
+
+
+def test_a_pruned_trial_is_told_pruned_and_does_not_count(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = _study(url)
+
+    def objective(trial):
+        trial.report(0.1, 1)
+        if trial.number in (0, 2):
+            raise optuna.TrialPruned("lagging at epoch 1")
+        return 1.0
+
+    logs: list[str] = []
+    assert run_worker(study, objective, 3, storage_url=url, log=logs.append) == 3
+    assert counts(study) == {"PRUNED": 2, "COMPLETE": 3}
+    assert logs[0] == "trial 0 pruned: lagging at epoch 1"

@@ -344,3 +344,25 @@ def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_
     )
     missing = runner.invoke(app, ["thresholds", "show", "--study", "nope", "--storage", storage])
     assert missing.exit_code == 1 and "no threshold study 'nope'" in missing.stderr
+
+
+def test_threshold_search_retrain_mode_fine_tunes_per_trial_and_reports_each_epoch(
+    trained, overrides, workdir
+):
+    """``--mode retrain``: each trial fine-tunes a fresh JMASA model on the training
+    instructions its thresholds give (2 epochs here), reports dev JMASA F1 after each epoch to
+    the pruner, and its value is the best epoch's."""
+    import optuna
+
+    from flows.thresholds import threshold_search
+
+    storage = f"sqlite:///{workdir / 'optuna-retrain.db'}"
+    retrain = [*overrides, "search.mode=retrain", "search.retrain_epochs=2"]
+    res = threshold_search(DEMO, retrain, trials=2, study="retrain", storage=storage)
+    assert (res["finished"], res["ran"]) == (2, 2)
+    assert res["first"]["params"] == {"t_size": 25.0, "t_clarity": 100.0, "t_conf": 0.5}
+    study = optuna.load_study(study_name="retrain", storage=storage)
+    for tr in study.trials:
+        assert sorted(tr.intermediate_values) == [1, 2], tr.intermediate_values
+        assert tr.value == max(tr.intermediate_values.values())
+    assert 0.0 <= res["test"]["jmasa_f1"] <= 1.0
