@@ -534,10 +534,14 @@ def thresholds_show(
     storage: str = typer.Option("sqlite:///mlruns/optuna.db", "--storage"),
 ) -> None:
     """The study's best trial, a table of every trial and where its plots are, as JSON."""
-    from flows.thresholds import _clean, finished, study_table
+    from flows.thresholds import _clean, best_trial, f1_of, finished, pareto_front, study_table
 
     st = _study(study, storage)
-    best = st.best_trial if finished(st) else None
+    try:
+        best = best_trial(st) if finished(st) else None
+    except ValueError as e:  # none feasible: the table still shows every trial
+        best = None
+        _progress(str(e))
     folder = st.user_attrs.get("plots_dir")
     plots = sorted(str(p) for p in Path(folder).glob("*.png")) if folder else []
     _emit(
@@ -549,8 +553,18 @@ def thresholds_show(
             and {
                 "number": best.number,
                 "params": {k: _clean(v) for k, v in best.params.items()},
-                "value": best.value,
+                "dev_jmasa_f1": f1_of(best),
+                "kept_fraction": best.user_attrs.get("kept_fraction"),
             },
+            "pareto_front": [
+                {
+                    "number": tr.number,
+                    **{k: _clean(v) for k, v in tr.params.items()},
+                    "dev_jmasa_f1": f1_of(tr),
+                    "kept_fraction": tr.user_attrs.get("kept_fraction"),
+                }
+                for tr in (pareto_front(st) if best else [])
+            ],
             "trials": study_table(st),
             "plots": plots,
             "dashboard": f"optuna-dashboard {storage}",
@@ -570,13 +584,17 @@ def thresholds_export(
     """Write the best trial's thresholds as a YAML ``filters:`` overrides file."""
     import yaml
 
-    from flows.thresholds import export_yaml, finished
+    from flows.thresholds import best_trial, export_yaml, finished
 
     st = _study(study, storage)
     if not finished(st):
         _fail(f"study {study!r} has no finished trial")
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = export_yaml(st.best_trial.params)
+    try:
+        best = best_trial(st)
+    except ValueError as e:
+        _fail(e)
+    text = export_yaml(best.params)
     out.write_text(text)
     _emit({"study": study, "out": str(out), "filters": yaml.safe_load(text)["filters"]})
 

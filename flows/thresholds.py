@@ -91,12 +91,71 @@ def suggest(trial: optuna.Trial, search: SearchSettings) -> Thresholds:
     return Thresholds(**values)
 
 
+def _constraint(trial: optuna.trial.FrozenTrial) -> list[float]:
+    """Optuna's constraint values of a trial: feasible when every value is <= 0."""
+    return [trial.user_attrs.get("constraint", 0.0)]
+
+
 def _sampler(search: SearchSettings, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The sampler of ``search``, seeded ``search.seed + offset`` (workers sample apart)."""
+    """The sampler of ``search``, seeded ``search.seed + offset`` (workers sample apart),
+    told the kept-fraction constraint when there is one."""
     seed = search.seed + offset
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    extra = {"constraints_func": _constraint} if search.min_kept_fraction > 0 else {}
+    if search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, **extra)
+    return optuna.samplers.TPESampler(seed=seed, **extra)
+
+
+def f1_of(trial: optuna.trial.FrozenTrial) -> float | None:
+    """A trial's dev JMASA F1 (its first objective), None when it has no value."""
+    return trial.values[0] if trial.values else None
+
+
+def feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return all(c <= 0 for c in _constraint(trial))
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    """The finished feasible trial with the highest dev JMASA F1 (the first of equals); with
+    two objectives it is the F1 end of the Pareto front.
+
+    Raises:
+        ValueError: no finished trial keeps the required share of regions.
+    """
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    ok = [tr for tr in done if feasible(tr)]
+    if not ok:
+        raise ValueError(
+            f"study {study.study_name!r}: none of {len(done)} finished trials is feasible "
+            "(each kept fewer regions than search.min_kept_fraction)"
+        )
+    return max(ok, key=lambda tr: (f1_of(tr), -tr.number))
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The feasible finished trials no other feasible one beats on both dev F1 (higher) and
+    kept fraction (lower); for a one-objective study the kept fraction is read from the
+    trials' records. Sorted by F1, best first."""
+    done = [
+        tr
+        for tr in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if feasible(tr)
+    ]
+
+    def point(tr):
+        return f1_of(tr), tr.user_attrs.get("kept_fraction", 1.0)
+
+    front = [
+        tr
+        for tr in done
+        if not any(
+            point(o)[0] >= point(tr)[0] and point(o)[1] <= point(tr)[1] and point(o) != point(tr)
+            for o in done
+        )
+    ]
+    return sorted(front, key=lambda tr: (-f1_of(tr), tr.number))
 
 
 def _pruner(search: SearchSettings) -> optuna.pruners.BasePruner:
@@ -229,11 +288,14 @@ def threshold_search(
     url = storage or search.storage
     name = study or f"thresholds-{model['key'][:12]}"
     store_db = open_storage(url)  # the schema, once, before any worker
+    two = search.objectives == "f1_and_kept"
+    if two and search.mode == "retrain":
+        raise ValueError("search.objectives f1_and_kept needs search.mode eval")
     st = optuna.create_study(
         study_name=name,
         storage=store_db,
         load_if_exists=True,
-        direction="maximize",
+        directions=["maximize", "minimize"] if two else ["maximize"],
         sampler=_sampler(search),
         pruner=_pruner(search),
     )
@@ -257,6 +319,7 @@ def threshold_search(
             mlflow.log_metrics(metrics)
         trial.set_user_attr("kept_fraction", res.kept_fraction)
         trial.set_user_attr("memo_hit", res.cache_hit)
+        trial.set_user_attr("constraint", search.min_kept_fraction - res.kept_fraction)
         logger.info(
             "trial %d %s: dev JMASA F1 %.4f, kept %.3f of regions%s",
             trial.number,
@@ -265,7 +328,8 @@ def threshold_search(
             res.kept_fraction,
             " (memo)" if res.cache_hit else "",
         )
-        return res.metrics["jmasa_f1"]
+        f1 = res.metrics["jmasa_f1"]
+        return (f1, res.kept_fraction) if two else f1
 
     def work(index: int) -> int:
         """Worker ``index``: its own study handle and sampler seed (``search.seed + index``)."""
@@ -289,7 +353,8 @@ def threshold_search(
         ran = sum(per_worker)
         if finished(st) == 0:
             raise RuntimeError(f"study {name!r}: no finished trial (the flow log has why)")
-        best = st.best_trial
+        best = best_trial(st)
+        front = pareto_front(st)
         best_th = Thresholds(**{n: on_grid(getattr(search, n), best.params[n]) for n in THRESHOLDS})
         test_eval = TrialEvaluator(splits["test"], predict_fn, score_predictions, search.ablation)
         test = test_eval(best_th).metrics
@@ -297,9 +362,10 @@ def threshold_search(
         mlflow.log_params({f"best.{k}": v for k, v in vars(best_th).items()})
         mlflow.log_metrics(
             {
-                "best/dev_jmasa_f1": best.value,
+                "best/dev_jmasa_f1": f1_of(best),
+                "pareto_front_size": len(front),
                 **{f"best/test_{k}": v for k, v in test.items()},
-                "first/dev_jmasa_f1": first.value if first.value is not None else math.nan,
+                "first/dev_jmasa_f1": math.nan if f1_of(first) is None else f1_of(first),
                 "finished_trials": finished(st),
                 "memo_hits": dev.hits,
                 "memo_misses": dev.misses,
@@ -307,7 +373,7 @@ def threshold_search(
         )
         mlflow.log_text(export_yaml(vars(best_th)), "best_thresholds.yaml")
         done = [tr for tr in st.trials if tr.state == optuna.trial.TrialState.COMPLETE]
-        worst = min(done, key=lambda tr: tr.value)
+        worst = min(done, key=lambda tr: (f1_of(tr), tr.number))
         worst_th = Thresholds(
             **{n: on_grid(getattr(search, n), worst.params[n]) for n in THRESHOLDS}
         )
@@ -332,7 +398,7 @@ def threshold_search(
         name,
         finished(st),
         vars(best_th),
-        best.value,
+        f1_of(best),
         test["jmasa_f1"],
     )
     return {
@@ -340,8 +406,14 @@ def threshold_search(
         "storage": url,
         "finished": finished(st),
         "ran": ran,
-        "first": {"params": first.params, "dev_jmasa_f1": first.value},
-        "best": {"params": vars(best_th), "dev_jmasa_f1": best.value},
+        "first": {"params": first.params, "dev_jmasa_f1": f1_of(first)},
+        "best": {
+            "number": best.number,
+            "params": vars(best_th),
+            "dev_jmasa_f1": f1_of(best),
+            "kept_fraction": best.user_attrs.get("kept_fraction"),
+        },
+        "pareto_front": [tr.number for tr in front],
         "test": test,
         "memo_hits": dev.hits,
         "memo_misses": dev.misses,
@@ -443,7 +515,8 @@ PLOTS = {
 def write_plots(
     study: optuna.Study, folder: Path, overlays: dict[str, Any] | None = None
 ) -> tuple[list[Path], dict[str, str]]:
-    """Optuna's plots of ``study`` as PNGs in ``folder`` (:data:`PLOTS`), plus ``overlays``
+    """Optuna's plots of ``study`` as PNGs in ``folder`` (:data:`PLOTS`, and ``pareto`` for a
+    two-objective study), plus ``overlays``
     (``name -> PIL image``). Returns the files written and, per plot that could not be drawn
     (importances need two distinct finished trials), why."""
     import matplotlib
@@ -455,8 +528,18 @@ def write_plots(
 
     folder.mkdir(parents=True, exist_ok=True)
     written, skipped = [], {}
-    for stem, fn in PLOTS.items():
-        kwargs = {"params": list(THRESHOLDS)} if stem in ("slice", "contour") else {}
+    two = len(study.directions) == 2
+    plots = {**PLOTS, **({"pareto": "plot_pareto_front"} if two else {})}
+    for stem, fn in plots.items():
+        kwargs: dict[str, Any] = (
+            {"params": list(THRESHOLDS)} if stem in ("slice", "contour") else {}
+        )
+        if stem == "pareto":
+            kwargs = {"target_names": ["dev JMASA F1", "kept fraction"]}
+        elif two:  # plots of one value show the F1
+            kwargs |= {"target": lambda tr: tr.values[0], "target_name": "dev JMASA F1"}
+        else:
+            kwargs["target_name"] = "dev JMASA F1"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "experimental" and a contour's few points
@@ -494,7 +577,7 @@ def study_table(study: optuna.Study) -> list[dict[str, Any]]:
             "trial": tr.number,
             "state": tr.state.name,
             **{n: _clean(tr.params.get(n)) for n in THRESHOLDS},
-            "dev_jmasa_f1": tr.value,
+            "dev_jmasa_f1": f1_of(tr),
             "kept_fraction": tr.user_attrs.get("kept_fraction"),
             "memo_hit": tr.user_attrs.get("memo_hit"),
         }

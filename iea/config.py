@@ -145,7 +145,13 @@ class SearchSettings(_Section):
     """Laplacian variance units."""
     t_conf: GridSettings = GridSettings(low=0.0, high=0.95, step=0.05)
     """SAM's predicted IoU; ``segment.pred_iou_thresh`` must sit at or below ``low``."""
-    sampler: Literal["tpe", "random"] = "tpe"
+    sampler: Literal["tpe", "random", "nsga2"] = "tpe"
+    """TPE (one or two objectives), random, or NSGA-II (two objectives)."""
+    objectives: Literal["f1", "f1_and_kept"] = "f1"
+    """``f1``: maximise dev JMASA F1. ``f1_and_kept``: also minimise the kept-region fraction
+    (the cost of interpreting and aligning regions): a Pareto search."""
+    min_kept_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """A constraint: trials keeping a smaller share of regions are infeasible (never best)."""
     seed: int = 0
     """The sampler's seed."""
     storage: str = "sqlite:///mlruns/optuna.db"

@@ -209,3 +209,27 @@ def test_a_pruned_trial_is_told_pruned_and_does_not_count(tmp_path):
     assert run_worker(study, objective, 3, storage_url=url, log=logs.append) == 3
     assert counts(study) == {"PRUNED": 2, "COMPLETE": 3}
     assert logs[0] == "trial 0 pruned: lagging at epoch 1"
+
+
+def test_best_is_the_feasible_top_f1_and_the_front_trades_f1_for_kept_regions(tmp_path):
+    from flows.thresholds import best_trial, pareto_front, write_plots
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    min_kept = 0.3
+    for f1, kept in [(0.8, 0.9), (0.7, 0.5), (0.6, 0.6), (0.9, 0.2), (0.7, 0.5)]:
+        study.add_trial(
+            optuna.create_trial(
+                values=[f1, kept],
+                params={"t_size": 0.0},
+                distributions={"t_size": optuna.distributions.FloatDistribution(0, 60, step=5)},
+                user_attrs={"kept_fraction": kept, "constraint": min_kept - kept},
+            )
+        )
+    assert best_trial(study).number == 0  # trial 3 has F1 0.9 but keeps too few regions
+    assert [t.number for t in pareto_front(study)] == [0, 1, 4]  # 2 is dominated by 1
+    files, _ = write_plots(study, tmp_path)
+    assert "pareto" in {f.stem for f in files} and "history" in {f.stem for f in files}
+    lonely = optuna.create_study()
+    lonely.add_trial(optuna.create_trial(value=0.5, user_attrs={"constraint": 0.2}))
+    with pytest.raises(ValueError, match="none of 1 finished trials is feasible"):
+        best_trial(lonely)

@@ -342,6 +342,17 @@ def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_
         resolved["segment"]
         == json.loads(runner.invoke(app, ["config", "show", "--config", DEMO]).stdout)["segment"]
     )
+    # a Pareto search: dev F1 up, kept fraction down, at least a fifth of the regions kept
+    pareto = threshold_search(
+        DEMO,
+        [*overrides, "search.objectives=f1_and_kept", "search.min_kept_fraction=0.2"],
+        trials=4,
+        study="pareto",
+        storage=storage,
+    )
+    assert pareto["finished"] == 4 and pareto["best"]["kept_fraction"] >= 0.2
+    assert pareto["best"]["number"] in pareto["pareto_front"]
+    assert "pareto" in {Path(p).stem for p in pareto["plots"]}
     missing = runner.invoke(app, ["thresholds", "show", "--study", "nope", "--storage", storage])
     assert missing.exit_code == 1 and "no threshold study 'nope'" in missing.stderr
 
