@@ -451,6 +451,9 @@ class _Retrain:
             k: jmasa_examples(items, aligned, ablation=search.ablation)[0]
             for k, (items, aligned) in picked.items()
         }
+        cap = search.retrain_max_examples or s.jmasa.train.max_train_examples
+        if cap:
+            examples["train"] = examples["train"][:cap]
         dev_tweets = [item.tweet for item in picked["dev"][0]]
         model, processor = _load_model(s, "jmasa")
         model = prepare_model(model, cfg)

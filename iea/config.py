@@ -164,6 +164,9 @@ class SearchSettings(_Section):
     thresholds give, reports dev JMASA F1 per evaluated epoch and may be pruned."""
     retrain_epochs: int | None = Field(None, ge=1)
     """Epochs of a ``retrain`` trial (None: ``jmasa.train.epochs``)."""
+    retrain_max_examples: int | None = Field(None, ge=1)
+    """At most this many training instructions per ``retrain`` trial (the first ones; None:
+    ``jmasa.train.max_train_examples``, else all): a short schedule."""
     pruner: Literal["median", "hyperband", "none"] = "median"
     """Stops a lagging ``retrain`` trial (Optuna's MedianPruner / HyperbandPruner)."""
     plots_dir: Path = Path("outputs/thresholds")
