@@ -362,8 +362,8 @@ def test_threshold_search_retrain_mode_fine_tunes_per_trial_and_reports_each_epo
     trained, overrides, workdir
 ):
     """``--mode retrain``: each trial fine-tunes a fresh JMASA model on the training
-    instructions its thresholds give (64 of them for 2 epochs here), reports dev JMASA F1 after each epoch to
-    the pruner, and its value is the best epoch's."""
+    instructions its thresholds give (64 of them for 2 epochs here), reports dev JMASA F1
+    after each epoch to the pruner, and its value is the best epoch's."""
     import optuna
 
     from flows.thresholds import threshold_search
