@@ -118,8 +118,8 @@ def feasible(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    """The finished feasible trial with the highest dev JMASA F1 (the first of equals); with
-    two objectives it is the F1 end of the Pareto front.
+    """The finished feasible trial with the highest dev JMASA F1; of equals, the one keeping the
+    fewest regions, then the first. So it is the F1 end of the Pareto front.
 
     Raises:
         ValueError: no finished trial keeps the required share of regions.
@@ -131,7 +131,7 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
             f"study {study.study_name!r}: none of {len(done)} finished trials is feasible "
             "(each kept fewer regions than search.min_kept_fraction)"
         )
-    return max(ok, key=lambda tr: (f1_of(tr), -tr.number))
+    return max(ok, key=lambda tr: (f1_of(tr), -tr.user_attrs.get("kept_fraction", 1.0), -tr.number))
 
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

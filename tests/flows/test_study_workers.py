@@ -229,6 +229,16 @@ def test_best_is_the_feasible_top_f1_and_the_front_trades_f1_for_kept_regions(tm
     assert [t.number for t in pareto_front(study)] == [0, 1, 4]  # 2 is dominated by 1
     files, _ = write_plots(study, tmp_path)
     assert "pareto" in {f.stem for f in files} and "history" in {f.stem for f in files}
+    study.add_trial(  # the same F1 as trial 0 with fewer regions: best, and on the front
+        optuna.create_trial(
+            values=[0.8, 0.4],
+            params={"t_size": 5.0},
+            distributions={"t_size": optuna.distributions.FloatDistribution(0, 60, step=5)},
+            user_attrs={"kept_fraction": 0.4, "constraint": min_kept - 0.4},
+        )
+    )
+    assert best_trial(study).number == 5
+    assert [t.number for t in pareto_front(study)] == [5]  # it dominates 0, 1 and 4
     lonely = optuna.create_study()
     lonely.add_trial(optuna.create_trial(value=0.5, user_attrs={"constraint": 0.2}))
     with pytest.raises(ValueError, match="none of 1 finished trials is feasible"):
