@@ -309,6 +309,7 @@ def threshold_search(
         metrics = {f"dev/{k}": v for k, v in res.metrics.items()}
         metrics |= {"kept_fraction": res.kept_fraction, "aligned_kept": res.aligned_kept}
         metrics |= {"memo_hit": float(res.cache_hit), "trial_seconds": res.seconds}
+        metrics |= {"predicted_tweets": res.predicted}
         with mlflow.start_run(
             experiment_id=parent.info.experiment_id,
             run_name=f"trial {trial.number}",
@@ -369,6 +370,7 @@ def threshold_search(
                 "finished_trials": finished(st),
                 "memo_hits": dev.hits,
                 "memo_misses": dev.misses,
+                "predicted_tweets": dev.predicted,
             }
         )
         mlflow.log_text(export_yaml(vars(best_th)), "best_thresholds.yaml")
@@ -417,6 +419,7 @@ def threshold_search(
         "test": test,
         "memo_hits": dev.hits,
         "memo_misses": dev.misses,
+        "predicted_tweets": dev.predicted,
         "plots": [str(p) for p in plots],
         "run_id": run_id,
     }

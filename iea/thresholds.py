@@ -14,7 +14,9 @@ flow builds.
 
 Two trials that keep the same *aligned* regions build the same instructions (a kept region the
 aligner maps to no phrase is in no instruction), so they share one evaluation: the memo is
-keyed by that set.
+keyed by that set. Below it, predictions are memoised per tweet (keyed by the tweet and its
+surviving aligned regions): a trial that changes a few images' regions asks the model only
+about the tweets of those images.
 """
 
 from __future__ import annotations
@@ -140,6 +142,8 @@ class TrialResult:
     aligned_kept: int
     cache_hit: bool
     seconds: float
+    predicted: int = 0
+    """Tweets the model was asked about in this trial (the others' answers were known)."""
 
 
 @dataclass
@@ -147,7 +151,11 @@ class TrialEvaluator:
     """Score a fixed JMASA model on one split under any thresholds (see the module doc).
 
     ``predict`` and ``score`` are the model's prediction and the metrics; ``ablation`` the NMI
-    layout its instructions use. ``hits``/``misses`` count memo answers and evaluations.
+    layout its instructions use. ``hits``/``misses`` count memo answers and evaluations,
+    ``predicted`` the tweets the model was asked about: a tweet's prediction depends only on its
+    own instruction, so a trial asks the model only about tweets whose instruction no earlier
+    trial built (a model's answer to one instruction does not depend on the other tweets of
+    its batch, up to float rounding in padded batches).
     Threads may share one evaluator (the memo and counts take a lock; two threads missing the
     same key at once both evaluate it, and both count a miss).
     """
@@ -158,21 +166,29 @@ class TrialEvaluator:
     ablation: str = "full"
     hits: int = 0
     misses: int = 0
+    predicted: int = 0
     _memo: dict[str, dict[str, float]] = field(default_factory=dict, repr=False)
+    _rows: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def tweet_keys(self, t: Thresholds) -> list[str]:
+        """Per tweet, what its instruction depends on at ``t``: its id and the ids of its
+        aligned regions that survive the filters."""
+        kept = self.split.kept(t)
+        keys = []
+        for item, regions in zip(self.split.items, self.split.aligned, strict=True):
+            ids = [r.region_id for r in regions if (item.tweet.image_id, r.region_id) in kept]
+            keys.append(f"{item.tweet.id}:{ids}")
+        return keys
 
     def key(self, t: Thresholds) -> str:
         """The memo key at ``t``: a digest of the aligned regions that survive the filters."""
-        kept = self.split.kept(t)
-        h = hashlib.sha256()
-        for item, regions in zip(self.split.items, self.split.aligned, strict=True):
-            ids = [r.region_id for r in regions if (item.tweet.image_id, r.region_id) in kept]
-            h.update(f"{item.tweet.id}:{ids};".encode())
-        return h.hexdigest()
+        return hashlib.sha256("".join(f"{k};" for k in self.tweet_keys(t)).encode()).hexdigest()
 
     def __call__(self, t: Thresholds) -> TrialResult:
         t0 = time.perf_counter()
-        key = self.key(t)
+        tweet_keys = self.tweet_keys(t)
+        key = hashlib.sha256("".join(f"{k};" for k in tweet_keys).encode()).hexdigest()
         items, aligned = self.split.select(t)
         with self._lock:
             metrics = self._memo.get(key)
@@ -181,10 +197,20 @@ class TrialEvaluator:
                 self.hits += 1
             else:
                 self.misses += 1
+            todo = [] if hit else [i for i, k in enumerate(tweet_keys) if k not in self._rows]
         if metrics is None:
-            examples, _ = jmasa_examples(items, aligned, ablation=self.ablation)
+            if todo:  # only the tweets whose instruction no earlier trial built
+                examples, _ = jmasa_examples(
+                    [items[i] for i in todo], [aligned[i] for i in todo], ablation=self.ablation
+                )
+                rows = self.predict(examples, [items[i].tweet for i in todo])
+                with self._lock:
+                    self._rows.update(
+                        (tweet_keys[i], row) for i, row in zip(todo, rows, strict=True)
+                    )
+                    self.predicted += len(todo)
             tweets = [item.tweet for item in items]
-            metrics = self.score(self.predict(examples, tweets), tweets)
+            metrics = self.score([self._rows[k] for k in tweet_keys], tweets)
             with self._lock:
                 self._memo[key] = metrics
         return TrialResult(
@@ -193,6 +219,7 @@ class TrialEvaluator:
             sum(len(a) for a in aligned),
             hit,
             time.perf_counter() - t0,
+            len(todo),
         )
 
 

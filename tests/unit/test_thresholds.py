@@ -108,6 +108,23 @@ def test_trials_keeping_the_same_aligned_regions_share_one_evaluation():
     assert (trial.hits, trial.misses, model.calls) == (1, 2, 2)
 
 
+def test_a_trial_asks_the_model_only_about_tweets_whose_instruction_is_new():
+    split = _split(n_images=4, per_image=4)
+    split.features.width[:] = 50
+    split.features.height[:] = 50
+    split.features.laplacian_var[:] = 500
+    split.features.predicted_iou[:] = 0.9
+    split.features.predicted_iou[1] = 0.5  # image 0's aligned region 1 is the only one at 0.5
+    model = _Model()
+    trial = TrialEvaluator(split, model.predict, model.score)
+    everything = trial(Thresholds(0, 0, 0.0))
+    assert everything.predicted == 4
+    fewer = trial(Thresholds(0, 0, 0.7))  # changes tweet t0's instruction only
+    assert not fewer.cache_hit and fewer.predicted == 1 and trial.predicted == 5
+    fresh = TrialEvaluator(split, _Model().predict, _Model.score)(Thresholds(0, 0, 0.7))
+    assert fewer.metrics == fresh.metrics == {"regions": everything.metrics["regions"] - 1}
+
+
 def test_gathering_refuses_an_interpreter_that_filters():
     class _Result:
         regions = [object(), object()]
