@@ -486,6 +486,12 @@ def thresholds_search(
         help="eval (a fixed model scores each trial; default search.mode) or retrain (each "
         "trial fine-tunes, pruned when it lags)",
     ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="eval mode's fixed model: a registry reference (models:/iea-jmasa/3, "
+        "models:/iea-jmasa@champion); default the model the config trains",
+    ),
     workers: int = typer.Option(
         1,
         "--workers",
@@ -516,6 +522,8 @@ def thresholds_search(
         trials,
         study=study,
         storage=storage,
+        workers=workers,
+        model=model,
     )
 
 
@@ -599,14 +607,98 @@ def thresholds_export(
     _emit({"study": study, "out": str(out), "filters": yaml.safe_load(text)["filters"]})
 
 
+registry_app = typer.Typer(
+    help="The model registry: versions, champion / challenger promotion, rollback.",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="registry")
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+@registry_app.command("show")
+def registry_show(
+    config: list[Path] = _config_option(),
+    name: str = typer.Option("iea-jmasa", "--name", help="registered model name"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Versions newest first with their aliases, dev/test JMASA F1 and last decision: a
+    table on stderr, JSON on stdout."""
+    from flows.promotion import registry_table
+
+    settings = _settings(config, overrides)
+    rows = registry_table(settings, name)
+    if not rows:
+        _fail(f"no registered model {name!r} in {settings.tracking.uri}")
+    for r in rows:
+        r["aliases"] = ",".join("@" + a for a in r["aliases"])
+    cols = ["version", "aliases", "status", "dev_jmasa_f1", "test_jmasa_f1", "decision", "at"]
+    _progress(_table(rows, cols))
+    _emit({"name": name, "versions": rows})
+
+
+@registry_app.command("promote")
+def registry_promote(
+    version: int = typer.Argument(..., help="the version to promote to @champion"),
+    config: list[Path] = _config_option(),
+    name: str = typer.Option("iea-jmasa", "--name", help="registered model name"),
+    force: bool = typer.Option(False, "--force", help="promote whatever the gates say"),
+    reason: str | None = typer.Option(None, "--reason", help="why (required with --force)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Check VERSION against @champion with the gates of ``promotion`` in the config and
+    promote it or record why not (exit 0 either way; the JSON says which)."""
+    if force and not reason:
+        _fail("--force needs --reason: it is recorded with the decision")
+    _settings(config, overrides)
+    from flows.promotion import promote_version
+
+    try:
+        result = promote_version(
+            _configs(config), list(overrides or []), version, force, reason, name
+        )
+    except Exception as e:
+        _fail(f"{type(e).__name__}: {e}")
+    _progress(f"{name} v{version}: {result['action']}")
+    for r in result["reasons"]:
+        _progress(f"  - {r}")
+    _emit(result)
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    config: list[Path] = _config_option(),
+    name: str = typer.Option("iea-jmasa", "--name", help="registered model name"),
+    reason: str | None = typer.Option(None, "--reason", help="why (recorded)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Move @champion back to @previous (recorded as a decision)."""
+    from flows.promotion import rollback
+
+    settings = _settings(config, overrides)
+    try:
+        decision = rollback(settings, name=name, reason=reason)
+    except ValueError as e:
+        _fail(e)
+    _progress(f"{name}: @champion is v{decision.version} again (was v{decision.champion_version})")
+    _emit(decision.to_json())
+
+
 @app.command("predict")
 def predict_cmd(
     image: Path = typer.Option(..., "--image", exists=True, dir_okay=False),
     text: str = typer.Option(..., "--text"),
     model: str = typer.Option(
-        "models:/iea-jmasa/latest",
+        "models:/iea-jmasa@champion",
         "--model",
-        help="registry URI (models:/iea-jmasa/1, models:/iea-jmasa@prod) or trained model folder",
+        help="registry URI (models:/iea-jmasa@champion, models:/iea-jmasa/3, "
+        "models:/iea-jmasa/latest) or a trained model folder",
     ),
     aligner: Path | None = typer.Option(
         None, "--aligner", help="the aligner folder, with a model folder that needs one"
@@ -621,7 +713,18 @@ def predict_cmd(
 
     set_offline_defaults()
     try:
-        if model.startswith(("models:/", "runs:/")):
+        answered_by: dict = {"model": model}
+        if model.startswith("models:/"):
+            import mlflow
+
+            from flows.registry import version_of
+
+            mlflow.set_tracking_uri(tracking_uri)
+            name, version = version_of(model)
+            answered_by = {"model": f"models:/{name}/{version}", "name": name, "version": version}
+            uri = answered_by["model"]
+            predictor = mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
+        elif model.startswith("runs:/"):
             import mlflow
 
             mlflow.set_tracking_uri(tracking_uri)
@@ -633,7 +736,7 @@ def predict_cmd(
             folder = Path(model)
             settings = Settings.model_validate(json.loads((folder / "config.json").read_text()))
             predictor = JmasaPredictor(settings, folder, aligner)
-        result = predictor.predict(image, text)
+        result = {**predictor.predict(image, text), "answered_by": answered_by}
     except Exception as e:
         _fail(f"{type(e).__name__}: {e}")
     if out is not None:

@@ -24,7 +24,12 @@ from iea.data.convert import convert, load_split
 from iea.data.records import SPLITS
 from iea.store import ArtifactStore, get_json, open_store
 
-DATASET_FILES = (*[f"{s}.jsonl" for s in SPLITS], "rejects.jsonl", "manifest.json")
+DATASET_FILES = (
+    *[f"{s}.jsonl" for s in SPLITS],
+    "rejects.jsonl",
+    "validation.json",  # the GX results: the promotion's data gate reads them
+    "manifest.json",
+)
 
 
 @task

@@ -18,13 +18,9 @@ schema on first use, and two processes doing that at once on a fresh Postgres cr
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -32,10 +28,10 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
+from flows.locks import named_lock
+
 HEARTBEAT_S = 5
 """Seconds between a running trial's heartbeats; a trial silent for 3 of them is stale."""
-
-_LOCAL_LOCKS: dict[str, threading.Lock] = {}
 
 
 def open_storage(url: str, heartbeat_s: int = HEARTBEAT_S) -> RDBStorage:
@@ -72,37 +68,6 @@ def _sqlite_wal(conn, _record) -> None:
     cur.close()
 
 
-@contextlib.contextmanager
-def claim_lock(url: str, study_name: str) -> Iterator[None]:
-    """Held while a worker counts the study's trials and asks for one (see the module doc)."""
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///") + ".claims.lock")
-        with path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-    elif url.startswith("postgresql"):
-        import sqlalchemy
-        from sqlalchemy.pool import NullPool
-
-        key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
-        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        finally:
-            engine.dispose()
-    else:
-        with _LOCAL_LOCKS.setdefault(f"{url}#{study_name}", threading.Lock()):
-            yield
-
-
 def counts(study: optuna.Study) -> dict[str, int]:
     """Trials per state name (``COMPLETE``, ``RUNNING``, ``WAITING``, ``FAIL``, ...)."""
     out: dict[str, int] = {}
@@ -131,7 +96,7 @@ def run_worker(
     max_failures = max(3, budget) if max_failures is None else max_failures
     done_here = failed_in_a_row = 0
     while True:
-        with claim_lock(storage_url, study.study_name):
+        with named_lock(storage_url, study.study_name):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 fail_stale_trials(study)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Callable
 from decimal import Decimal
@@ -25,7 +26,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows import tracking
-from flows.study import claim_lock, open_storage, run_worker
+from flows.locks import named_lock
+from flows.study import open_storage, run_worker
 from iea.config import FilterSettings, GridSettings, SearchSettings, Settings, load_settings
 from iea.vision.filters import Thresholds
 
@@ -191,6 +193,47 @@ def load_study(name: str, storage: str) -> optuna.Study:
         raise KeyError(f"no threshold study {name!r} in {storage}") from None
 
 
+def _registered(settings: Settings, uri: str, logger) -> dict:
+    """The registered JMASA version ``uri`` as the search uses a trained model: ``model_dir``,
+    ``key``, ``aligner`` (``model_dir``, ``key``), downloaded under the work folder.
+
+    Raises:
+        ValueError: not a JMASA model with its aligner, or trained for another ablation than
+            ``search.ablation``.
+    """
+    from flows.registry import resolve
+    from iea.predict import read_stage
+
+    tracking.configure(settings)
+    folder = re.sub(r"[^\w.@-]+", "_", uri)
+    reg = resolve(uri, Path(settings.data.work_dir) / "registry" / folder)
+    stage = read_stage(reg.model_dir)
+    if stage["stage"] != "jmasa" or reg.aligner_dir is None:
+        raise ValueError(f"model {uri!r} ({reg.uri}): not a JMASA model with its aligner")
+    ablation = stage.get("ablation", "full")
+    if ablation != settings.search.ablation:
+        raise ValueError(
+            f"model {uri!r} ({reg.uri}) was trained for ablation {ablation!r}, the search scores"
+            f" {settings.search.ablation!r} (search.ablation)"
+        )
+    trained = reg.trained_settings
+    now = settings.model_dump(mode="json")
+    for section in ("segment", "interpreter", "nmi"):
+        if trained.get(section) != now.get(section):
+            logger.warning(
+                "model %s was trained with other %s settings than this search's config: the"
+                " regions it scores are not the ones it was trained on",
+                reg.uri,
+                section,
+            )
+    return {
+        "model_dir": str(reg.model_dir),
+        "key": reg.tags.get("model.key") or f"{reg.name}-{reg.version}",
+        "uri": reg.uri,
+        "aligner": {"model_dir": str(reg.aligner_dir), "key": reg.tags["aligner.key"]},
+    }
+
+
 def _gather(settings: Settings, tweets: dict, images_dir: Path, aligner: dict) -> dict:
     """Each split of ``tweets`` (name -> tweets) with every region (filters off), interpreted
     and aligned (cached)."""
@@ -230,11 +273,17 @@ def threshold_search(
     study: str | None = None,
     storage: str | None = None,
     workers: int = 1,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Search the filter thresholds (``eval`` mode) until the study has ``trials`` finished
     trials, with ``workers`` workers side by side (:mod:`flows.study`: the budget is exact
     however many workers, here or on other machines, share the study); score the best on test
     once.
+
+    ``model``: in eval mode, a registry reference (``models:/iea-jmasa/3``,
+    ``models:/iea-jmasa@champion``) whose model scores the trials and whose aligner aligns the
+    regions; default the model the config trains (trained here, or reused by its key). The
+    default study name is per model key, so each model gets its own study.
 
     Returns:
         ``{"study", "storage", "finished", "ran", "first", "best", "test", "memo_hits",
@@ -254,7 +303,12 @@ def threshold_search(
     settings = load_settings(config, overrides or [])
     check_search(settings)
     search, logger = settings.search, get_run_logger()
-    model = jmasa_finetune(config, overrides, ablation=search.ablation, register=False)
+    if model is not None and search.mode == "retrain":
+        raise ValueError("--model names the fixed model of eval mode; retrain mode trains its own")
+    if model is None:
+        model = jmasa_finetune(config, overrides, ablation=search.ablation, register=False)
+    else:
+        model = _registered(settings, model, logger)
     data = twitter_preprocessing(config, overrides)
     store = open_store(settings.store)
     tweets = {
@@ -299,7 +353,7 @@ def threshold_search(
         sampler=_sampler(search),
         pruner=_pruner(search),
     )
-    with claim_lock(url, name):  # another machine may be starting this study too
+    with named_lock(url, name):  # another machine may be starting this study too
         if not st.trials:
             st.enqueue_trial({n: getattr(settings.filters, n) for n in THRESHOLDS})
 
@@ -345,7 +399,13 @@ def threshold_search(
     with tracking.start_run(settings, f"threshold_search[{name}]", tags={"stage": "thresholds"}):
         parent = mlflow.active_run()
         run_id = parent.info.run_id
-        mlflow.log_params({"search.trials": trials, "search.workers": workers})
+        mlflow.log_params(
+            {
+                "search.trials": trials,
+                "search.workers": workers,
+                "search.model": model.get("uri", "the config's"),
+            }
+        )
         if workers == 1:
             per_worker = [work(0)]
         else:
@@ -422,6 +482,7 @@ def threshold_search(
         "predicted_tweets": dev.predicted,
         "plots": [str(p) for p in plots],
         "run_id": run_id,
+        "model": model.get("uri", model["model_dir"]),
     }
 
 

@@ -145,6 +145,7 @@ def _register(
     version = info.registered_model_version
     for k, v in tags.items():
         client.set_model_version_tag(name, str(version), k, str(v))
+    client.set_registered_model_alias(name, "challenger", str(version))  # flows/promotion.py
     return {"name": name, "version": int(version), "uri": f"models:/{name}/{version}"}
 
 
@@ -598,6 +599,7 @@ def jmasa_finetune(
                 {
                     "ablation": ablation,
                     "dataset.version": data["version"],
+                    "dataset.prefix": data["store_prefix"],
                     "test.jmasa_f1": f"{result['test']['jmasa_f1']:.4f}",
                     "model.key": key,
                     **(

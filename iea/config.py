@@ -173,6 +173,29 @@ class SearchSettings(_Section):
     """Where a search writes its plots (``<plots_dir>/<study>/*.png``; also MLflow artifacts)."""
 
 
+class PromotionSettings(_Section):
+    """How a registered JMASA version becomes ``@champion`` (``iea registry promote``).
+
+    Metric names are the version's run metrics on dev: ``dev/jmasa_f1``, ``dev/mate_f1``,
+    ``dev/masc_f1`` (polarity macro F1 on the aspects found), ``dev/coverage`` (gold aspects
+    with an aligned region)."""
+
+    metric: str = "dev/jmasa_f1"
+    """The metric a challenger must improve on the champion."""
+    min_gain: float = Field(0.0, ge=0.0)
+    """A challenger needs ``metric >= champion's + min_gain`` (0: at least equal)."""
+    min_value: float = Field(0.0, ge=0.0, le=1.0)
+    """An absolute floor on ``metric`` for every version, also the first champion."""
+    guards: dict[str, float] = {"dev/mate_f1": 0.02, "dev/masc_f1": 0.02, "dev/coverage": 0.05}
+    """Metric -> how far it may drop below the champion's."""
+    data_gates: bool = True
+    """The Great Expectations results of the version's datasets (tweets and FGCA) must have
+    passed."""
+    smoke_tweets: int = Field(3, ge=0)
+    """Dev tweets the registered pyfunc answers in a fresh process, which must equal the
+    model's in-process answers (0: no smoke prediction)."""
+
+
 class LoraSettings(_Section):
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
@@ -310,6 +333,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     tracking: TrackingSettings = TrackingSettings()
     search: SearchSettings = SearchSettings()
+    promotion: PromotionSettings = PromotionSettings()
 
     @model_validator(mode="after")
     def _generator_cut_below_t_conf(self) -> Settings:

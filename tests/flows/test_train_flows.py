@@ -356,6 +356,21 @@ def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_
     assert "pareto" in {Path(p).stem for p in pareto["plots"]}
     missing = runner.invoke(app, ["thresholds", "show", "--study", "nope", "--storage", storage])
     assert missing.exit_code == 1 and "no threshold study 'nope'" in missing.stderr
+    # a registered version as eval mode's fixed model, through the CLI, with two workers
+    cli = ["thresholds", "search", "--config", DEMO, "--storage", storage, "--trials", "2"]
+    reg = runner.invoke(
+        app, [*cli, "--study", "registry", "--model", "models:/iea-jmasa/1", "--workers", "2",
+              *overrides],
+    )  # fmt: skip
+    assert reg.exit_code == 0, reg.output
+    got = json.loads(reg.stdout)
+    assert got["model"] == "models:/iea-jmasa/1" and (got["finished"], got["ran"]) == (2, 2)
+    assert got["first"]["dev_jmasa_f1"] == pytest.approx(trained["dev"]["jmasa_f1"])
+    run = client.get_run(got["run_id"])
+    assert run.data.params["search.model"] == "models:/iea-jmasa/1"
+    assert run.data.params["search.workers"] == "2"
+    bad = runner.invoke(app, [*cli, "--study", "x", "--model", "models:/iea-jmasa/99", *overrides])
+    assert bad.exit_code == 1 and "models:/iea-jmasa/99" in bad.stderr, bad.output
 
 
 def test_threshold_search_retrain_mode_fine_tunes_per_trial_and_reports_each_epoch(

@@ -1,0 +1,99 @@
+"""Registered model versions as local folders: what a stage that takes ``--model
+models:/iea-jmasa/3`` (or ``models:/iea-jmasa@champion``, ``models:/iea-jmasa/latest``) reads.
+
+A registered ``iea-jmasa`` version (``flows/train.py``, ``_register``) is a pyfunc whose
+artifacts are ``model`` (the trained folder, with the settings it was trained with in
+``config.json``) and ``aligner``; its tags hold ``model.key``, ``aligner.key`` and
+``ablation``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))$")
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """One registered version, downloaded: ``model_dir`` and ``aligner_dir`` are local
+    folders (``aligner_dir`` None for a model registered without one)."""
+
+    name: str
+    version: int
+    uri: str
+    model_dir: Path
+    aligner_dir: Path | None
+    tags: dict[str, str]
+
+    @property
+    def trained_settings(self) -> dict:
+        """The resolved settings the model was trained with (its ``config.json``)."""
+        return json.loads((self.model_dir / "config.json").read_text())
+
+
+def model_version(uri: str):
+    """The registry's ``ModelVersion`` that ``uri`` names (an alias or ``latest`` resolved).
+
+    Raises:
+        ValueError: ``uri`` is not ``models:/NAME/VERSION``, ``models:/NAME/latest`` or
+            ``models:/NAME@ALIAS``; or no such model, version or alias (names which).
+    """
+    m = _URI.match(uri)
+    if not m:
+        raise ValueError(
+            f"model {uri!r}: expected models:/NAME/VERSION, models:/NAME/latest or"
+            " models:/NAME@ALIAS"
+        )
+    client = mlflow.MlflowClient()
+    name = m["name"]
+    try:
+        if m["alias"]:
+            return client.get_model_version_by_alias(name, m["alias"])
+        if m["version"] == "latest":
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise ValueError(f"model {uri!r}: {name!r} has no version")
+            return max(versions, key=lambda v: int(v.version))
+        return client.get_model_version(name, m["version"])
+    except mlflow.exceptions.MlflowException as e:
+        raise ValueError(f"model {uri!r}: {e.message}") from None
+
+
+def version_of(uri: str) -> tuple[str, int]:
+    """``(name, version)`` of the version ``uri`` names (see :func:`model_version`)."""
+    mv = model_version(uri)
+    return mv.name, int(mv.version)
+
+
+def resolve(uri: str, dst: Path | None = None) -> RegisteredModel:
+    """The version ``uri`` names in the active tracking server's registry, its artifacts
+    downloaded under ``dst`` (default: a temporary folder MLflow chooses).
+
+    Raises:
+        ValueError: as :func:`model_version`; or the version holds no trained folder.
+    """
+    mv = model_version(uri)
+    name = mv.name
+    fixed = f"models:/{name}/{mv.version}"
+    kwargs = {"dst_path": str(dst)} if dst is not None else {}
+    if dst is not None:
+        dst.mkdir(parents=True, exist_ok=True)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=fixed, **kwargs))
+    model_dir = local / "artifacts" / "model"
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"model {uri!r} ({fixed}): no trained folder under artifacts/model")
+    aligner = local / "artifacts" / "aligner"
+    return RegisteredModel(
+        name=name,
+        version=int(mv.version),
+        uri=fixed,
+        model_dir=model_dir,
+        aligner_dir=aligner if aligner.is_dir() else None,
+        tags=dict(mv.tags),
+    )
