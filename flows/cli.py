@@ -607,6 +607,37 @@ def thresholds_export(
     _emit({"study": study, "out": str(out), "filters": yaml.safe_load(text)["filters"]})
 
 
+@app.command("retrain")
+def retrain_cmd(
+    config: list[Path] = _config_option(),
+    promote: bool = typer.Option(
+        True, "--promote/--no-promote", help="decide @champion after registering"
+    ),
+    thresholds_from: str | None = typer.Option(
+        None,
+        "--thresholds-from",
+        help="a threshold study's name (its best trial) or an exported thresholds YAML",
+    ),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """The retrain flow: every stage trained or reused by its key, the JMASA model
+    registered as @challenger, then the promotion gates (unless --no-promote)."""
+    _prepare(config, overrides, needs_images=True)
+    from flows.retrain import retrain
+
+    try:
+        result = retrain(_configs(config), list(overrides or []), thresholds_from, promote)
+    except Exception as e:
+        _fail(f"{type(e).__name__}: {e}")
+    for stage, state in result["stages"].items():
+        _progress(f"{stage:<11} {state}")
+    _progress(f"registered {result['uri']}; test JMASA F1 {result['test']['jmasa_f1']:.4f}")
+    if result["decision"]:
+        for r in result["decision"]["reasons"]:
+            _progress(f"  - {r}")
+    _emit(result)
+
+
 registry_app = typer.Typer(
     help="The model registry: versions, champion / challenger promotion, rollback.",
     no_args_is_help=True,

@@ -134,7 +134,8 @@ def _register(
     for mv in client.search_model_versions(f"name='{name}'"):
         if key and mv.tags.get("model.key") == key:  # a reused model: no duplicate version
             mlflow.set_tag("registered.reused", f"{name}/{mv.version}")
-            return {"name": name, "version": int(mv.version), "uri": f"models:/{name}/{mv.version}"}
+            uri = f"models:/{name}/{mv.version}"
+            return {"name": name, "version": int(mv.version), "uri": uri, "reused": True}
     info = mlflow.pyfunc.log_model(
         name=stage,
         python_model=IeaModel(),
@@ -146,7 +147,8 @@ def _register(
     for k, v in tags.items():
         client.set_model_version_tag(name, str(version), k, str(v))
     client.set_registered_model_alias(name, "challenger", str(version))  # flows/promotion.py
-    return {"name": name, "version": int(version), "uri": f"models:/{name}/{version}"}
+    uri = f"models:/{name}/{version}"
+    return {"name": name, "version": int(version), "uri": uri, "reused": False}
 
 
 def _reuse(work: Path, settings: Settings, stage: str):
@@ -351,6 +353,7 @@ def aligner_training(
         "run_id": run_id,
         "registered": registered,
         "fgca_version": fgca["version"],
+        "fgca_reused": fgca["reused"],
     }
 
 
@@ -630,7 +633,9 @@ def jmasa_finetune(
         "alignment_precision": precision,
         "model_dir": result["model_dir"],
         "dataset_version": data["version"],
-        "aligner": aligner and {k: aligner[k] for k in ("key", "test_span_acc", "model_dir")},
+        "aligner": aligner
+        and {k: aligner[k] for k in ("key", "test_span_acc", "model_dir", "reused", "fgca_reused")},
+        "dataset_reused": data["reused"],
         "predictions": result["predictions"],
         "reused": result["reused"],
         "train_seconds": result["train_seconds"],

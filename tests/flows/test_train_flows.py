@@ -190,6 +190,37 @@ def test_predict_from_the_registry_uri(trained, workdir, tmp_path):
     assert json.loads(res.stdout)["pairs"] == result["pairs"]
 
 
+def test_the_trained_model_passes_every_gate_and_predict_answers_with_the_champion(
+    trained, overrides, workdir, tmp_path
+):
+    """The small demo's registered version against every gate of the policy: its datasets'
+    stored GX results and a smoke prediction (the pyfunc in a fresh process answers two dev
+    tweets as the model in this process does); as the first version it becomes champion, and
+    ``iea predict`` with no ``--model`` answers with it and says so."""
+    from flows.promotion import promote_version
+
+    assert trained["registered"]["version"] == 1
+    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    assert client.get_model_version_by_alias("iea-jmasa", "challenger").version == "1"
+    d = promote_version(DEMO, [*overrides, "promotion.smoke_tweets=2"], 1)
+    assert d["action"] == "promoted", d["reasons"]
+    assert client.get_model_version_by_alias("iea-jmasa", "champion").version == "1"
+    (test_file,) = (workdir / "store" / "datasets" / "twitter").glob("*/*/test.jsonl")
+    tweet = json.loads(test_file.read_text().splitlines()[0])
+    (images,) = (workdir / "work" / "synthetic").glob("*/images")
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--image", str(images / tweet["image_id"]),
+            "--text", " ".join(tweet["tokens"]),
+            "--tracking-uri", f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["answered_by"]["version"] == 1
+
+
 def test_an_ablation_logs_its_own_run_and_a_rerun_reuses_the_model(trained, overrides, workdir):
     short = [*overrides, "jmasa.train.epochs=1"]
     ablated = jmasa_finetune(DEMO, short, ablation="no_nmi")
@@ -398,3 +429,29 @@ def test_threshold_search_retrain_mode_fine_tunes_per_trial_and_reports_each_epo
         assert sorted(tr.intermediate_values) == [1, 2], tr.intermediate_values
         assert tr.value == max(tr.intermediate_values.values())
     assert 0.0 <= res["test"]["jmasa_f1"] <= 1.0
+
+
+def test_retrain_reuses_every_stage_and_decides_on_the_same_version(
+    trained, overrides, workdir, tmp_path
+):
+    """``iea retrain`` over what the module trained, with the config's own thresholds passed
+    as an exported file: every stage is found by its key (nothing trains), the registered
+    version is the same, and the promotion step reports its decision."""
+    same = tmp_path / "same.yaml"
+    same.write_text("filters: {t_size: 25, t_clarity: 100, t_conf: 0.5}\n")
+    res = CliRunner().invoke(
+        app, ["retrain", "--config", DEMO, "--thresholds-from", str(same), *overrides]
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["configs"][-1] == str(same) and out["version"] == 1
+    assert {k: v for k, v in out["stages"].items() if k != "promote"} == {
+        "preprocess": "skipped (reused)",
+        "fgca": "skipped (reused)",
+        "aligner": "skipped (reused)",
+        "jmasa": "skipped (reused)",
+        "register": "skipped (version exists)",
+    }
+    assert out["stages"]["promote"] == out["decision"]["action"]
+    assert out["test"]["jmasa_f1"] == pytest.approx(trained["test"]["jmasa_f1"])
+    assert "jmasa" in res.stderr and "registered models:/iea-jmasa/1" in res.stderr

@@ -1,0 +1,32 @@
+"""Where the ``retrain`` flow takes its thresholds from (:func:`flows.retrain.thresholds_config`):
+an exported file, or a study's best trial."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import yaml
+
+from flows.retrain import thresholds_config
+from flows.study import open_storage
+
+pytestmark = pytest.mark.flows
+
+
+def test_thresholds_from_a_study_export_its_best_trial_and_a_file_is_used_as_is(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url), direction="maximize")
+    for params, value in [({"t_size": 25.0, "t_clarity": 100.0, "t_conf": 0.5}, 0.6),
+                          ({"t_size": 5.0, "t_clarity": 200.0, "t_conf": 0.1}, 0.7)]:  # fmt: skip
+        dists = {k: optuna.distributions.FloatDistribution(0, 1000) for k in params}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+    out = thresholds_config("s", url, tmp_path / "work")
+    assert out == tmp_path / "work" / "thresholds" / "s.yaml"
+    assert yaml.safe_load(out.read_text()) == {
+        "filters": {"t_size": 5, "t_clarity": 200, "t_conf": 0.1}
+    }
+    assert thresholds_config(str(out), url, tmp_path) == out
+    with pytest.raises(ValueError, match="no such file"):
+        thresholds_config(str(tmp_path / "missing.yaml"), url, tmp_path)
+    with pytest.raises(ValueError, match="no threshold study 'nope'"):
+        thresholds_config("nope", url, tmp_path)
