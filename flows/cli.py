@@ -182,7 +182,7 @@ def config_show(
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
     """Print the resolved settings."""
-    _emit(_settings(config, overrides).model_dump(mode="json"))
+    _emit(_settings(config, overrides).public_dump())
 
 
 @flow_app.command("preprocess")
@@ -543,6 +543,7 @@ def thresholds_show(
 ) -> None:
     """The study's best trial, a table of every trial and where its plots are, as JSON."""
     from flows.thresholds import _clean, best_trial, f1_of, finished, pareto_front, study_table
+    from iea.config import redact_url
 
     st = _study(study, storage)
     try:
@@ -555,7 +556,7 @@ def thresholds_show(
     _emit(
         {
             "study": study,
-            "storage": storage,
+            "storage": redact_url(storage),
             "finished": finished(st),
             "best": best
             and {
@@ -575,12 +576,14 @@ def thresholds_show(
             ],
             "trials": study_table(st),
             "plots": plots,
-            "dashboard": f"optuna-dashboard {storage}",
+            "dashboard": f"optuna-dashboard {redact_url(storage)}",
         }
     )
     if plots:
         _progress(f"plots: {Path(plots[0]).parent}")
-    _progress(f"browse the study: pip install optuna-dashboard && optuna-dashboard {storage}")
+    _progress(
+        f"browse the study: pip install optuna-dashboard && optuna-dashboard {redact_url(storage)}"
+    )
 
 
 @thresholds_app.command("export")
@@ -761,11 +764,11 @@ def predict_cmd(
             mlflow.set_tracking_uri(tracking_uri)
             predictor = mlflow.pyfunc.load_model(model).unwrap_python_model().predictor
         else:
-            from iea.config import Settings
+            from iea.config import saved_settings
             from iea.predict import JmasaPredictor
 
             folder = Path(model)
-            settings = Settings.model_validate(json.loads((folder / "config.json").read_text()))
+            settings = saved_settings(json.loads((folder / "config.json").read_text()))
             predictor = JmasaPredictor(settings, folder, aligner)
         result = {**predictor.predict(image, text), "answered_by": answered_by}
     except Exception as e:

@@ -50,7 +50,7 @@ from prefect import flow
 
 from flows import tracking
 from flows.locks import named_lock
-from iea.config import PromotionSettings, Settings
+from iea.config import PromotionSettings, Settings, saved_settings
 
 NAME = "iea-jmasa"
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -426,7 +426,7 @@ def smoke_check(settings: Settings, name: str = NAME) -> Callable[[int], list[st
         prefix = reg.tags.get("dataset.prefix")
         if prefix is None:
             return ["smoke: the version has no dataset.prefix tag: no tweets to ask it"]
-        trained = Settings.model_validate(reg.trained_settings)
+        trained = saved_settings(reg.trained_settings)
         lines = open_store(trained.store).get(f"{prefix}/dev.jsonl").decode().splitlines()
         tweets = [Tweet.from_json(json.loads(x)) for x in lines if x.strip()]
         _, images = prepare_source(trained)

@@ -15,11 +15,12 @@ import mlflow.pyfunc
 
 class IeaModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from iea.config import Settings
+        from iea.config import saved_settings
         from iea.predict import JmasaPredictor, read_stage
 
         model_dir = Path(context.artifacts["model"])
-        self.settings = Settings.model_validate(json.loads((model_dir / "config.json").read_text()))
+        # the saved settings hold no credentials: this machine's IEA_* environment supplies them
+        self.settings = saved_settings(json.loads((model_dir / "config.json").read_text()))
         self.stage = read_stage(model_dir)["stage"]
         self.predictor = None
         if self.stage == "jmasa":

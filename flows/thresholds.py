@@ -28,7 +28,14 @@ from prefect.cache_policies import NO_CACHE
 from flows import tracking
 from flows.locks import named_lock
 from flows.study import open_storage, run_worker
-from iea.config import FilterSettings, GridSettings, SearchSettings, Settings, load_settings
+from iea.config import (
+    FilterSettings,
+    GridSettings,
+    SearchSettings,
+    Settings,
+    load_settings,
+    redact_url,
+)
 from iea.vision.filters import Thresholds
 
 THRESHOLDS = ("t_size", "t_clarity", "t_conf")
@@ -190,7 +197,7 @@ def load_study(name: str, storage: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=open_storage(storage))
     except KeyError:
-        raise KeyError(f"no threshold study {name!r} in {storage}") from None
+        raise KeyError(f"no threshold study {name!r} in {redact_url(storage)}") from None
 
 
 def _registered(settings: Settings, uri: str, logger) -> dict:
@@ -465,7 +472,7 @@ def threshold_search(
     )
     return {
         "study": name,
-        "storage": url,
+        "storage": redact_url(url),
         "finished": finished(st),
         "ran": ran,
         "first": {"params": first.params, "dev_jmasa_f1": f1_of(first)},

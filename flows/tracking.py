@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import yaml
 
-from iea.config import Settings
+from iea.config import Settings, redact_url
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -62,13 +62,10 @@ def start_run(
 def log_config(settings: Settings) -> None:
     params = {k: ("" if v is None else str(v))[:6000] for k, v in settings.flat().items()}
     mlflow.log_params(params)
-    mlflow.log_text(
-        yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), "config.yaml"
-    )
+    mlflow.log_text(yaml.safe_dump(settings.public_dump(), sort_keys=False), "config.yaml")
 
 
 def run_url(run) -> str:
     """Where to look at a run: the tracking URI plus experiment and run ids."""
-    return (
-        f"{mlflow.get_tracking_uri()} (experiment {run.info.experiment_id}, run {run.info.run_id})"
-    )
+    uri = redact_url(mlflow.get_tracking_uri())
+    return f"{uri} (experiment {run.info.experiment_id}, run {run.info.run_id})"

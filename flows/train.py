@@ -171,7 +171,7 @@ def _finish(
     base = getattr(settings, stage).model
     save_trained(model, processor, final, base_ref=base, seed=settings.runtime.seed)
     write_stage(final, stage, **({"ablation": extra["ablation"]} if "ablation" in extra else {}))
-    (final / "config.json").write_text(json.dumps(settings.model_dump(mode="json")))
+    (final / "config.json").write_text(json.dumps(settings.public_dump()))  # no credentials
     result = {
         "steps": res.steps,
         "best_epoch": res.best_epoch,

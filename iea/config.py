@@ -4,19 +4,54 @@ Precedence, lowest first: the defaults below < a YAML file (``configs/*.yaml``) 
 variables ``IEA_<SECTION>__<KEY>`` (e.g. ``IEA_STORE__BUCKET=iea``) < CLI ``key=value`` overrides
 (``segment.num_regions=3``). Every problem in every source is collected and raised together as
 one :class:`ConfigError` before any work starts.
+
+Secrets (``store.access_key``, ``store.secret_key``; :data:`SECRET_KEYS`) are ``SecretStr``:
+they print as ``**********``, and :meth:`Settings.public_dump` (what goes to MLflow params, the
+``config.yaml`` artifact, a trained model's ``config.json`` and ``iea config show``) leaves them
+out and masks the password of every URL (``postgresql://user:***@host/db``). A saved config is
+read back with :func:`saved_settings`, which takes the secrets from the environment again.
 """
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 ENV_PREFIX = "IEA_"
+SECRET_KEYS = frozenset({"store.access_key", "store.secret_key"})
+"""Settings that are credentials: never written anywhere (module doc)."""
+
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@]*:)([^\s@/]+)(@)")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URL masked."""
+    return _URL_PASSWORD.sub(r"\1***\3", text)
+
+
+def _redact_tree(node: Any, prefix: str = "") -> Any:
+    if isinstance(node, dict):
+        return {
+            k: (None if f"{prefix}{k}" in SECRET_KEYS else _redact_tree(v, f"{prefix}{k}."))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_redact_tree(v, prefix) for v in node]
+    return redact_url(node) if isinstance(node, str) else node
 
 
 class _Section(BaseModel):
@@ -301,8 +336,10 @@ class StoreSettings(_Section):
     endpoint: str | None = None
     """S3 backend: ``host:port`` of the MinIO/S3 server."""
     bucket: str = "iea"
-    access_key: str | None = None
-    secret_key: str | None = None
+    access_key: SecretStr | None = None
+    """A secret: from ``IEA_STORE__ACCESS_KEY`` (or a config file), never written anywhere."""
+    secret_key: SecretStr | None = None
+    """A secret: from ``IEA_STORE__SECRET_KEY``, never written anywhere."""
     secure: bool = False
     region: str | None = None
 
@@ -346,9 +383,14 @@ class Settings(_Section):
             )
         return self
 
+    def public_dump(self) -> dict[str, Any]:
+        """The resolved settings as JSON-able data without credentials: secrets None, URL
+        passwords masked. What every record of the settings holds."""
+        return _redact_tree(self.model_dump(mode="json"))
+
     def flat(self) -> dict[str, Any]:
-        """The resolved settings as ``{"section.key": value}`` (for MLflow params)."""
-        return _flatten(self.model_dump(mode="json"))
+        """The public settings as ``{"section.key": value}`` (for MLflow params)."""
+        return _flatten(self.public_dump())
 
 
 class ConfigError(ValueError):
@@ -372,8 +414,10 @@ def load_settings(
     config: str | Path | Sequence[str | Path] | None = None,
     overrides: Iterable[str] = (),
     env: Mapping[str, str] | None = None,
+    base: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Resolve defaults < YAML file(s) < ``IEA_*`` env vars < ``key=value`` overrides.
+    """Resolve defaults < ``base`` < YAML file(s) < ``IEA_*`` env vars < ``key=value``
+    overrides.
 
     Args:
         config: a YAML file whose nested keys mirror :class:`Settings`, a list of them (later
@@ -381,12 +425,13 @@ def load_settings(
             exported), or None.
         overrides: ``dotted.key=value`` strings; values are parsed as YAML scalars/lists.
         env: the environment to read ``IEA_SECTION__KEY`` variables from (default ``os.environ``).
+        base: settings saved earlier (:meth:`Settings.public_dump`) to start from.
 
     Raises:
         ConfigError: listing every unreadable file, bad override, unknown key and invalid value.
     """
     problems: list[str] = []
-    merged: dict[str, Any] = {}
+    merged: dict[str, Any] = copy.deepcopy(dict(base)) if base else {}
     origin: dict[str, str] = {}
 
     for path in config_paths(config):
@@ -411,7 +456,7 @@ def load_settings(
             continue
         key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         _set(merged, key, _parse_scalar(raw))
-        origin[key] = f"env {name}"
+        origin[key] = f"env {name}"  # the name only: never the value
 
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -420,7 +465,8 @@ def load_settings(
             problems.append(f"override {item!r}: expected key=value")
             continue
         _set(merged, key, _parse_scalar(raw))
-        origin[key] = f"override {item!r}"
+        shown = f"{key}=***" if key in SECRET_KEYS else redact_url(item)
+        origin[key] = f"override {shown!r}"
 
     try:
         settings = Settings.model_validate(merged)
@@ -433,6 +479,13 @@ def load_settings(
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def saved_settings(saved: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Settings written by :meth:`Settings.public_dump` (a trained model's ``config.json``),
+    with this machine's ``IEA_*`` environment over them: the credentials they left out come
+    from here."""
+    return load_settings(None, (), env=env, base=saved)
 
 
 def _parse_scalar(raw: str) -> Any:

@@ -206,8 +206,8 @@ def open_store(settings) -> ArtifactStore:
     return S3Store(
         settings.endpoint,
         settings.bucket,
-        settings.access_key,
-        settings.secret_key,
+        settings.access_key.get_secret_value() if settings.access_key else None,
+        settings.secret_key.get_secret_value() if settings.secret_key else None,
         secure=settings.secure,
         region=settings.region,
     )

@@ -72,3 +72,19 @@ def model_cache(tmp_path_factory) -> Path:
         os.environ.pop("IEA_MODEL_CACHE", None)
     else:
         os.environ["IEA_MODEL_CACHE"] = old
+
+
+def _files_holding(root: Path, needles: list[str]) -> list[str]:
+    """``path: needle`` for every file under ``root`` whose bytes contain a needle."""
+    hits = []
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        hits += [f"{path}: {n}" for n in needles if n.encode() in data]
+    return hits
+
+
+@pytest.fixture(scope="session")
+def files_holding():
+    """``files_holding(root, needles)``: the files under ``root`` that contain any needle
+    (the canary checks: a credential must be written nowhere)."""
+    return _files_holding

@@ -39,6 +39,9 @@ aligner is most of the demo's time; this one covered 0.84 of the test aspects in
 (``aligner.negatives`` 0.1; at 0.3 it was 0.47, see EXPERIMENTS.md)."""
 
 
+CANARY = "cAnArY-model-4d1e9"
+
+
 @pytest.fixture(scope="module", autouse=True)
 def two_threads():
     """The small demo trains with 2 torch threads, as measured, also on an xdist worker of 1
@@ -70,6 +73,7 @@ def overrides(workdir, model_cache) -> list[str]:
         f"tracking.artifact_root={workdir / 'mlruns' / 'artifacts'}",
         f"runtime.model_cache={model_cache}",
         f"search.plots_dir={workdir / 'plots'}",
+        f"store.secret_key={CANARY}",  # a credential: it must be written nowhere
         *SMALL,
     ]
 
@@ -455,3 +459,9 @@ def test_retrain_reuses_every_stage_and_decides_on_the_same_version(
     assert out["stages"]["promote"] == out["decision"]["action"]
     assert out["test"]["jmasa_f1"] == pytest.approx(trained["test"]["jmasa_f1"])
     assert "jmasa" in res.stderr and "registered models:/iea-jmasa/1" in res.stderr
+
+
+def test_no_credential_in_the_model_folders_tracking_store_or_artifacts(workdir, files_holding):
+    """Runs last: everything this module trained, registered, searched and promoted was made
+    with ``store.secret_key`` set; no file under its folders holds the value."""
+    assert files_holding(workdir, [CANARY]) == []
