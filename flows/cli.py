@@ -747,29 +747,12 @@ def predict_cmd(
 
     set_offline_defaults()
     try:
-        answered_by: dict = {"model": model}
-        if model.startswith("models:/"):
-            import mlflow
+        import mlflow
 
-            from flows.registry import version_of
+        from flows.registry import load_predictor
 
-            mlflow.set_tracking_uri(tracking_uri)
-            name, version = version_of(model)
-            answered_by = {"model": f"models:/{name}/{version}", "name": name, "version": version}
-            uri = answered_by["model"]
-            predictor = mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
-        elif model.startswith("runs:/"):
-            import mlflow
-
-            mlflow.set_tracking_uri(tracking_uri)
-            predictor = mlflow.pyfunc.load_model(model).unwrap_python_model().predictor
-        else:
-            from iea.config import saved_settings
-            from iea.predict import JmasaPredictor
-
-            folder = Path(model)
-            settings = saved_settings(json.loads((folder / "config.json").read_text()))
-            predictor = JmasaPredictor(settings, folder, aligner)
+        mlflow.set_tracking_uri(tracking_uri)
+        predictor, answered_by = load_predictor(model, aligner)
         result = {**predictor.predict(image, text), "answered_by": answered_by}
     except Exception as e:
         _fail(f"{type(e).__name__}: {e}")
@@ -780,6 +763,39 @@ def predict_cmd(
         (out / "prediction.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
         draw_pairs(image, result).save(out / "overlay.png")
         result["overlay"] = str(out / "overlay.png")
+    _emit(result)
+
+
+@app.command("batch-predict")
+def batch_predict_cmd(
+    config: list[Path] = _config_option(),
+    input: Path = typer.Option(
+        ..., "--input", help="JSONL of {text, image}, or a public-format file/folder (--format)"
+    ),
+    out: Path = typer.Option(..., "--out", help="folder for predictions.jsonl, failures.jsonl"),
+    model: str = typer.Option("models:/iea-jmasa@champion", "--model"),
+    images: Path | None = typer.Option(None, "--images", help="images of a --format input"),
+    fmt: str | None = typer.Option(None, "--format", help=f"the input's format: {FORMAT_HELP}"),
+    overlays: int = typer.Option(3, "--overlays", help="overlay pictures of the first answers"),
+    chunk: int = typer.Option(32, "--chunk", help="tweets per Prefect task"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Answer every tweet of --input with the model (the @champion by default), streamed in
+    chunks; tweets that fail are listed with their reasons in failures.jsonl."""
+    _settings(config, overrides)
+    from flows.batch import batch_predict
+
+    try:
+        result = batch_predict(
+            _configs(config), list(overrides or []), str(input), str(out), model,
+            str(images) if images else None, fmt, overlays, chunk, show_progress=True,
+        )  # fmt: skip
+    except Exception as e:
+        _fail(f"{type(e).__name__}: {e}")
+    _progress(
+        f"{result['answered']} answered, {result['failed']} failed"
+        f" by {result['model']['model']}: {out}/predictions.jsonl"
+    )
     _emit(result)
 
 

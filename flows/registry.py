@@ -97,3 +97,30 @@ def resolve(uri: str, dst: Path | None = None) -> RegisteredModel:
         aligner_dir=aligner if aligner.is_dir() else None,
         tags=dict(mv.tags),
     )
+
+
+def load_predictor(model: str, aligner: str | Path | None = None):
+    """``(predictor, answered_by)`` for ``model``: a registry URI (``models:/NAME@ALIAS``,
+    ``/VERSION``, ``/latest``; ``runs:/...``) loaded as its pyfunc from the active tracking
+    server, or a trained JMASA folder with ``aligner`` its aligner's folder. ``answered_by``
+    names the version (``{"model", "name", "version"}``) or the folder.
+
+    Raises:
+        ValueError: an unknown model, version or alias (names which).
+    """
+    from iea.predict import JmasaPredictor
+
+    if model.startswith("models:/"):
+        name, version = version_of(model)
+        uri = f"models:/{name}/{version}"
+        predictor = mlflow.pyfunc.load_model(uri).unwrap_python_model().predictor
+        return predictor, {"model": uri, "name": name, "version": version}
+    if model.startswith("runs:/"):
+        return mlflow.pyfunc.load_model(model).unwrap_python_model().predictor, {"model": model}
+    from iea.config import saved_settings
+
+    folder = Path(model)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"model {model!r}: not a registry URI nor a trained model folder")
+    settings = saved_settings(json.loads((folder / "config.json").read_text()))
+    return JmasaPredictor(settings, folder, aligner), {"model": str(folder)}

@@ -461,6 +461,50 @@ def test_retrain_reuses_every_stage_and_decides_on_the_same_version(
     assert "jmasa" in res.stderr and "registered models:/iea-jmasa/1" in res.stderr
 
 
+def test_batch_predict_streams_answers_and_lists_every_failure(workdir, overrides, tmp_path):
+    """``iea batch-predict`` over four test tweets, one image that does not exist and one bad
+    line: four answers with their regions and the model version, two failures with their
+    place and reason, overlays, a summary, and the run in MLflow."""
+    (test_file,) = (workdir / "store" / "datasets" / "twitter").glob("*/*/test.jsonl")
+    tweets = [json.loads(x) for x in test_file.read_text().splitlines()[:4]]
+    (images,) = (workdir / "work" / "synthetic").glob("*/images")
+    lines = [
+        json.dumps(
+            {"id": t["id"], "text": " ".join(t["tokens"]), "image": str(images / t["image_id"])}
+        )
+        for t in tweets
+    ]
+    lines.insert(2, json.dumps({"text": "my dog", "image": "missing.jpg"}))
+    lines.append("{oops")
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app,
+        ["batch-predict", "--config", DEMO, "--input", str(inp), "--out", str(out),
+         "--model", "models:/iea-jmasa/1", "--chunk", "4", "--overlays", "2", *overrides],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert (summary["requests"], summary["answered"], summary["failed"]) == (6, 4, 2)
+    assert summary["model"]["version"] == 1
+    preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in preds] == [t["id"] for t in tweets]  # input order
+    assert all(p["model"] == "models:/iea-jmasa/1" and "regions" in p for p in preds)
+    assert sum(len(p["pairs"]) for p in preds) == summary["pairs"]
+    fails = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert [f["where"] for f in fails] == [f"{inp}:3", f"{inp}:6"]
+    assert "missing.jpg" in fails[0]["reason"] or "No such file" in fails[0]["reason"]
+    assert fails[1]["reason"].startswith("not JSON")
+    assert len(list((out / "overlays").glob("*.png"))) == 2
+    assert not list(out.glob("*.partial"))
+    run = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}").get_run(
+        summary["run_id"]
+    )
+    assert run.data.params["model"] == "models:/iea-jmasa/1"
+    assert run.data.metrics["failed"] == 2
+
+
 def test_no_credential_in_the_model_folders_tracking_store_or_artifacts(workdir, files_holding):
     """Runs last: everything this module trained, registered, searched and promoted was made
     with ``store.secret_key`` set; no file under its folders holds the value."""

@@ -1,0 +1,177 @@
+"""The ``batch_predict`` flow: every tweet of an input answered by one model, streamed.
+
+Requests come from :func:`iea.batch.read_requests` (a JSONL of text + image path, or a
+public-format dataset with its images) ``chunk`` at a time, each chunk a Prefect task; answers
+and failures are appended to ``predictions.jsonl.partial`` / ``failures.jsonl.partial`` and
+renamed into place when the run ends, so a crashed run never leaves a file that looks
+complete. Memory holds one chunk, whatever the input's length.
+
+``OUT/predictions.jsonl``: one line per answered tweet, ``{"id", "where", "image", "text",
+"pairs" (each with the regions that back it), "regions", "output", "parsed", "ablation",
+"model"}``. ``OUT/failures.jsonl``: ``{"where", "reason", "id", "image"}`` per tweet with no
+answer. ``OUT/overlays/<n>.png`` for the first ``overlays`` answers. ``OUT/summary.json``:
+counts, pairs per polarity, failure reasons, the model version. The run is logged to MLflow
+(``batch_predict``: the model as a param, the counts as metrics, the summary, failures and
+overlays as artifacts).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+from flows import tracking
+from iea.batch import Failed, Request, Summary, read_requests
+from iea.config import load_settings
+
+
+@task(cache_policy=NONE, task_run_name="predict-chunk-{index}")
+def predict_chunk(predictor, chunk: list[Request | Failed], index: int) -> list[dict[str, Any]]:
+    """``{"ok": answer}`` or ``{"failed": Failed}`` per item of ``chunk``, in order: a tweet
+    whose image cannot be read, or whose prediction raises, fails alone."""
+    out = []
+    for item in chunk:
+        if isinstance(item, Failed):
+            out.append({"failed": item})
+            continue
+        try:
+            answer = predictor.predict(item.image, item.text)
+        except Exception as e:  # one tweet's failure, with its reason; the batch goes on
+            reason = f"{type(e).__name__}: {e}"
+            out.append({"failed": Failed(item.where, reason, item.id, item.image)})
+            continue
+        out.append({"ok": {"id": item.id, "where": item.where, "image": item.image, **answer}})
+    return out
+
+
+def _count_lines(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+@flow(name="batch_predict", log_prints=True)
+def batch_predict(
+    config: str | list[str] | None,
+    overrides: list[str] | None,
+    input: str,
+    out: str,
+    model: str = "models:/iea-jmasa@champion",
+    images: str | None = None,
+    fmt: str | None = None,
+    overlays: int = 3,
+    chunk: int = 32,
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Answer every tweet of ``input`` with ``model`` into ``out`` (module doc).
+
+    Returns:
+        The summary: ``{"requests", "answered", "failed", "pairs", "tweets_with_pairs",
+        "polarity", "failure_reasons", "model", "out", "run_id"}``.
+    """
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from flows.registry import load_predictor
+    from iea.predict import draw_pairs
+
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    settings = load_settings(config, overrides or [])
+    logger = get_run_logger()
+    tracking.configure(settings)
+    requests = read_requests(input, images, fmt)  # raises on a missing input before any work
+    first = list(itertools.islice(requests, 1))
+    predictor, answered_by = load_predictor(model)
+    total = _count_lines(Path(input)) if fmt is None else None
+    dst = Path(out)
+    (dst / "overlays").mkdir(parents=True, exist_ok=True)
+    preds_part, fails_part = dst / "predictions.jsonl.partial", dst / "failures.jsonl.partial"
+    summary, drawn = Summary(), 0
+    artifact = (
+        create_progress_artifact(0.0, description=f"batch_predict {input}") if total else None
+    )
+    bar = _Bar(total) if show_progress else None
+    stream = itertools.chain(first, requests)
+    with (
+        tracking.start_run(settings, "batch_predict", tags={"stage": "batch_predict"}) as run,
+        preds_part.open("w", encoding="utf-8") as preds,
+        fails_part.open("w", encoding="utf-8") as fails,
+    ):
+        mlflow.log_params({"model": answered_by["model"], "input": str(input), "out": str(dst)})
+        for index in itertools.count():
+            items = list(itertools.islice(stream, chunk))
+            if not items:
+                break
+            for row in predict_chunk(predictor, items, index):
+                if "failed" in row:
+                    summary.add_failure(row["failed"])
+                    fails.write(json.dumps(row["failed"].to_json(), ensure_ascii=False) + "\n")
+                    continue
+                answer = {**row["ok"], "model": answered_by["model"]}
+                summary.add_answer(answer)
+                preds.write(json.dumps(answer, ensure_ascii=False) + "\n")
+                if drawn < overlays:
+                    draw_pairs(answer["image"], answer).save(dst / "overlays" / f"{drawn}.png")
+                    drawn += 1
+            preds.flush()
+            fails.flush()
+            done = summary.requests
+            logger.info(
+                "batch: %d%s tweets, %d answered, %d failed",
+                done,
+                f"/{total}" if total else "",
+                summary.answered,
+                summary.failed,
+            )
+            if artifact is not None:
+                update_progress_artifact(artifact, min(100.0, 100.0 * done / total))
+            if bar is not None:
+                bar.update(done)
+        result = {**summary.to_json(), "model": answered_by}
+        mlflow.log_metrics({k: v for k, v in summary.to_json().items() if isinstance(v, int)})
+        mlflow.log_metrics({f"polarity/{k}": v for k, v in summary.polarity.items()})
+        mlflow.log_dict(result, "summary.json")
+        run_id = run.info.run_id
+    if bar is not None:
+        bar.close()
+    os.replace(preds_part, dst / "predictions.jsonl")  # published only when complete
+    os.replace(fails_part, dst / "failures.jsonl")
+    (dst / "summary.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifact(str(dst / "failures.jsonl"))
+        if drawn:
+            mlflow.log_artifacts(str(dst / "overlays"), "overlays")
+    return {**result, "out": str(dst), "run_id": run_id}
+
+
+class _Bar:
+    """A rich progress bar on stderr (the CLI's)."""
+
+    def __init__(self, total: int | None):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.progress = Progress(
+            "batch_predict",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(file=sys.stderr),
+        )
+        self.task = self.progress.add_task("tweets", total=total)
+        self.progress.start()
+
+    def update(self, done: int) -> None:
+        self.progress.update(self.task, completed=done)
+
+    def close(self) -> None:
+        self.progress.stop()
