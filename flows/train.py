@@ -10,7 +10,6 @@ live there too: a rerun reuses it, a killed run resumes from the last checkpoint
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows import tracking
-from iea.align.aligner import ALIGNER_VERSION
 from iea.config import ModelStageSettings, Settings, load_settings
-from iea.models.finetune import ENGINE_VERSION, FinetuneConfig, load_trained, save_trained
+from iea.keys import aligner_key, jmasa_key
+from iea.models.finetune import FinetuneConfig, load_trained, save_trained
 from iea.predict import NEEDS_REGIONS, WHOLE_IMAGE, write_stage
 
 REGISTERED = {"aligner": "iea-aligner", "jmasa": "iea-jmasa"}
@@ -54,34 +53,6 @@ def finetune_config(stage: ModelStageSettings, seed: int) -> FinetuneConfig:
         eval_every=t.eval_every,
         seed=seed,
     )
-
-
-def _train_key(train) -> dict:
-    """The training settings in a model key. ``eval_every`` = 1 is how every model trained
-    before the setting existed, so it is left out then and those keys stay valid."""
-    out = train.model_dump(mode="json")
-    if out.get("eval_every") == 1:
-        del out["eval_every"]
-    return out
-
-
-def model_key(stage: str, settings: Settings, data_version: str, extra: dict | None = None) -> str:
-    """Content key of a trained model: data version + stage settings + seed + engine."""
-    s = getattr(settings, stage)
-    blob = json.dumps(
-        {
-            "stage": stage,
-            "data": data_version,
-            "model": s.model,
-            "lora": s.lora.model_dump(mode="json"),
-            "train": _train_key(s.train),
-            "seed": settings.runtime.seed,
-            "engine": ENGINE_VERSION,
-            **(extra or {}),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class MlflowStepLogger:
@@ -219,16 +190,8 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
     stage = settings.aligner
     seed = settings.runtime.seed
     cfg = finetune_config(stage, seed)
-    key = model_key(
-        "aligner",
-        settings,
-        fgca["version"],
-        {
-            "negatives": stage.negatives,
-            "dev_select": ALIGNER_DEV_SELECTION,
-            "format": ALIGNER_VERSION,  # the answer format the model is taught
-        },
-    )
+    # the dev selection is wired here, in flows/: its number stands for that code in the key
+    key = aligner_key(settings, fgca["version"], {"dev_select": ALIGNER_DEV_SELECTION})
     work = Path(settings.fgca.work_dir).parent / "models" / "aligner" / key
     final = work / "model"
     reused = _reuse(work, settings, "aligner")
@@ -547,18 +510,7 @@ def jmasa_finetune(
     }
     precision = {s: alignment_precision(gold_spans[s], aligned_spans[s]) for s in SPLITS}
     cov = {s: coverage(gold_spans[s], aligned_spans[s]) for s in SPLITS}
-    key = model_key(
-        "jmasa",
-        settings,
-        data["version"],
-        {
-            "ablation": ablation,
-            "aligner": aligner["key"] if aligner else None,
-            "segment": settings.segment.model_dump(mode="json"),
-            "filters": settings.filters.model_dump(mode="json"),
-            "interpreter": settings.interpreter.model_dump(mode="json"),
-        },
-    )
+    key = jmasa_key(settings, data["version"], ablation, aligner["key"] if aligner else None)
     with tracking.start_run(
         settings,
         f"jmasa_finetune[{ablation}]",

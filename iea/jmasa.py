@@ -25,6 +25,7 @@ from PIL import Image
 
 from iea.align.aligner import AlignedSpan, decode_answer, example_for_region
 from iea.data.records import Tweet
+from iea.keys import stage_code
 from iea.metrics import parse_prediction, score
 from iea.models.finetune import Example, generate
 from iea.nmi import AlignedRegion, ImagePart, Instruction, build_instruction
@@ -145,12 +146,13 @@ def align_regions(
     examples: list[Example] = []
     answers: dict[int, str] = {}
     cached = store is not None and aligner_key is not None
+    code = stage_code("align_answers") if cached else ""  # how questions are asked and read
     for t, item in enumerate(items):
         whole = _pixels_digest(item.image) if cached else ""
         for region in item.regions:
             key = None
             if cached:
-                h = hashlib.sha256(f"{whole}|{_pixels_digest(region.crop)}|".encode())
+                h = hashlib.sha256(f"{code}|{whole}|{_pixels_digest(region.crop)}|".encode())
                 h.update(json.dumps([region.description, list(item.tweet.tokens)]).encode())
                 key = f"cache/align/{aligner_key}/{h.hexdigest()}.json"
                 if store.exists(key):

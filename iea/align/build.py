@@ -83,6 +83,7 @@ class FgcaBuilder:
 
     def cache_key(self, sample) -> str:
         from iea.align import prompts
+        from iea.keys import interpreter_fields, stage_code
 
         f, rt = self.settings.fgca, self.settings.runtime
         h = hashlib.sha256()
@@ -109,7 +110,9 @@ class FgcaBuilder:
                             "greedy_first",
                         },
                     ),
-                    "interpreter": self.settings.interpreter.model_dump(mode="json"),
+                    # what changes the descriptions E (not concurrency or logging settings)
+                    "interpreter": interpreter_fields(self.settings),
+                    "code": stage_code("fgca"),
                     # the descriptions E change with the interpreter's recipe too
                     "interpreter_version": (
                         tiny_identity(self.settings.interpreter.model, seed=rt.seed)

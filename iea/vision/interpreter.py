@@ -26,6 +26,7 @@ import numpy as np
 
 from iea.config import Settings
 from iea.data.images import load_rgb
+from iea.keys import stage_code
 from iea.models.refs import tiny_identity
 from iea.models.sam import TINY_SAM_VERSION
 from iea.models.tiny import TINY_BUILDERS, TINY_VERSION
@@ -171,8 +172,12 @@ class ImageInterpreter:
             "seed": rt.seed,
             # a tiny model's weights change with its recipe, not its name
             "tiny_version": _tiny_identity(seg.sam, rt.seed, TINY_SAM_VERSION),
-            "settings": seg.model_dump(mode="json", exclude={"sam", "sam_checkpoint"}),
+            # points_per_batch only batches the same prompts: not in the key
+            "settings": seg.model_dump(
+                mode="json", exclude={"sam", "sam_checkpoint", "points_per_batch"}
+            ),
             "postprocess": POSTPROCESS_VERSION,
+            "code": stage_code("segment"),  # the mask generator's and postprocess's code
         }
         return _digest(parts)
 
@@ -188,6 +193,8 @@ class ImageInterpreter:
                 "seed": rt.seed,
                 "prompt": prompts.PROMPT_VERSION,
                 "max_new_tokens": interp.max_new_tokens,
+                "dtype": rt.dtype,
+                "code": stage_code("interpret"),  # prompts, parsing, generation helpers
             }
         )
 

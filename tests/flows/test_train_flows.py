@@ -115,6 +115,7 @@ def test_demo_jmasa_learns_and_both_models_are_registered(trained, workdir):
         "name": "iea-jmasa",
         "version": 1,
         "uri": "models:/iea-jmasa/1",
+        "reused": False,
     }
 
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
@@ -237,7 +238,8 @@ def test_an_ablation_logs_its_own_run_and_a_rerun_reuses_the_model(trained, over
     again = jmasa_finetune(DEMO, short, ablation="no_nmi")
     assert again["reused"] and again["key"] == ablated["key"]
     assert again["test"] == ablated["test"]
-    assert again["registered"] == ablated["registered"]  # the same model: no second version
+    # the same model: no second version
+    assert again["registered"] == {**ablated["registered"], "reused": True}
     client = mlflow.MlflowClient()
     assert len(client.search_model_versions("name='iea-jmasa'")) == 2
     assert len(client.search_model_versions("name='iea-aligner'")) == 1

@@ -133,12 +133,11 @@ def test_flat_params():
 
 
 def test_model_key_holds_eval_every_only_when_it_changes_the_selection():
-    from flows.train import model_key
+    from iea.keys import jmasa_key
 
     def key(*overrides):
-        return model_key(
-            "jmasa", load_settings(REPO / "configs/demo.yaml", list(overrides), env={}), "d1"
-        )
+        settings = load_settings(REPO / "configs/demo.yaml", list(overrides), env={})
+        return jmasa_key(settings, "d1", "full", "a1")
 
     base = key()
     assert key("jmasa.train.eval_every=1") == base  # the behaviour before the setting existed
