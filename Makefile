@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/iea flow preprocess --config configs/demo.yaml
+	$(BIN)/iea demo --config configs/demo.yaml
 
 test: $(STAMP)
 	$(BIN)/pytest --durations=25

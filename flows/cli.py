@@ -799,6 +799,29 @@ def batch_predict_cmd(
     _emit(result)
 
 
+@app.command("demo")
+def demo_cmd(
+    config: list[Path] = _config_option(),
+    out: Path = typer.Option(Path("demo-report"), "--out", help="the report's folder"),
+    trials: int = typer.Option(8, "--trials", help="threshold-search trials"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Retrain and promote, search the thresholds, retrain with the best, batch-predict the
+    test tweets with the champion, and write a markdown report of it all."""
+    _prepare(config, overrides, needs_images=True)
+    from flows.demo import demo
+
+    try:
+        result = demo(_configs(config), list(overrides or []), str(out), trials)
+    except Exception as e:
+        _fail(f"{type(e).__name__}: {e}")
+    for n, run in enumerate(result["runs"], 1):
+        d = run["decision"] or {}
+        _progress(f"retrain {n}: v{run['version']} {d.get('action', '')}")
+    _progress(f"done in {result['seconds']['total']:.0f} s; the report: {result['report']}")
+    _emit({"report": result["report"], "seconds": result["seconds"]})
+
+
 def main() -> None:
     app()
 

@@ -134,7 +134,7 @@ def convert(
         "source": str(src),
         "inputs": inputs,
         "counts": {split: split_stats(tweets) for split, tweets in splits.items()},
-        "version": dataset_version(out),
+        "version": dataset_version(out, image_report["sha256"] if image_report else None),
         "rejects": {
             "count": len(rejects),
             "file": "rejects.jsonl",
@@ -163,9 +163,13 @@ def find_duplicates(splits: dict[str, list[Tweet]]) -> list[dict[str, object]]:
     return dups
 
 
-def dataset_version(out: Path) -> str:
-    """Content address of a converted dataset: sha256 over the schema and the split files."""
+def dataset_version(out: Path, images_sha256: str | None = None) -> str:
+    """Content address of a converted dataset: sha256 over the schema, the split files and,
+    when the dataset has images, their digest (:func:`iea.data.images.check_images`): a
+    changed image is a new version."""
     h = hashlib.sha256(f"schema={SCHEMA_VERSION}\n".encode())
+    if images_sha256:
+        h.update(f"images={images_sha256}\n".encode())
     for split in SPLITS:
         h.update(f"{split}\n".encode())
         h.update(bytes.fromhex(sha256_file(Path(out) / f"{split}.jsonl")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,16 +41,28 @@ def check_images(image_dir: Path, image_ids: Iterable[str], min_side: int = 1) -
     """Check every distinct image once.
 
     Returns:
-        ``{"dir", "checked", "ok", "bad": {problem: [{"image_id", "detail"}, ...]}}``.
+        ``{"dir", "checked", "ok", "bad": {problem: [{"image_id", "detail"}, ...]},
+        "sha256"}``: ``sha256`` is a digest over every image id and its file's bytes (a
+        missing file counts as absent), so a changed image changes it.
     """
     ids = sorted(set(image_ids))
     bad: dict[str, list[dict[str, str]]] = {}
+    h = hashlib.sha256()
     for image_id in ids:
-        problem = check_image(Path(image_dir) / image_id, min_side)
+        path = Path(image_dir) / image_id
+        problem = check_image(path, min_side)
         if problem:
             bad.setdefault(problem[0], []).append({"image_id": image_id, "detail": problem[1]})
+        content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "absent"
+        h.update(f"{image_id}\0{content}\n".encode())
     n_bad = sum(len(v) for v in bad.values())
-    return {"dir": str(image_dir), "checked": len(ids), "ok": len(ids) - n_bad, "bad": bad}
+    return {
+        "dir": str(image_dir),
+        "checked": len(ids),
+        "ok": len(ids) - n_bad,
+        "bad": bad,
+        "sha256": h.hexdigest(),
+    }
 
 
 class ImageDecodeError(ValueError):

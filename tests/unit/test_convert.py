@@ -36,6 +36,20 @@ def test_version_is_content_addressed(syn, tmp_path):
     assert a == b != c
 
 
+def test_a_changed_image_is_a_new_dataset_version(syn, tmp_path):
+    """The annotations alone do not make the version: the images' bytes are in it too."""
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(syn.images, images)
+    a = convert("conll", syn.annotations, tmp_path / "a", images=images)["version"]
+    assert convert("conll", syn.annotations, tmp_path / "b", images=images)["version"] == a
+    first = sorted(images.iterdir())[0]
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(first, format="JPEG")
+    assert convert("conll", syn.annotations, tmp_path / "c", images=images)["version"] != a
+    assert convert("conll", syn.annotations, tmp_path / "d")["version"] != a  # no images
+
+
 def test_synthetic_is_deterministic(tmp_path):
     a = generate(tmp_path / "a", n_train=5, n_dev=2, n_test=2, seed=9)
     b = generate(tmp_path / "b", n_train=5, n_dev=2, n_test=2, seed=9)
