@@ -2,7 +2,8 @@
 
 Artifacts: ``model`` (a trained model folder with ``config.json``, the resolved settings it was
 trained with) and, for JMASA, ``aligner``. ``predict`` takes a DataFrame with columns ``image``
-(a path) and ``text`` and returns one result dict per row (:meth:`JmasaPredictor.predict`).
+(a path) and ``text`` (the logged signature) and returns one result dict per row
+(:meth:`JmasaPredictor.predict`). The version's requirements name this package.
 """
 
 from __future__ import annotations
@@ -11,6 +12,22 @@ import json
 from pathlib import Path
 
 import mlflow.pyfunc
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string", "image"), ColSpec("string", "text")]))
+"""What a version takes: one row per tweet, its image's path and its text."""
+
+
+def package_requirements() -> list[str]:
+    """The pip requirement that brings this code to a serving environment: this package at
+    its installed version (the stack comes with it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return [f"iea=={version('iea')}"]
+    except PackageNotFoundError:  # running from a checkout without an install
+        return ["iea"]
 
 
 class IeaModel(mlflow.pyfunc.PythonModel):

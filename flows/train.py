@@ -97,7 +97,7 @@ def _register(
 ) -> Any:
     """Log ``model_dir`` (and the aligner it was trained with) as a pyfunc model of the run
     and register a new version with ``tags``."""
-    from flows.pyfunc import IeaModel
+    from flows.pyfunc import SIGNATURE, IeaModel, package_requirements
 
     name = getattr(settings, stage).register_as or REGISTERED[stage]
     client = mlflow.MlflowClient()
@@ -112,7 +112,8 @@ def _register(
         python_model=IeaModel(),
         artifacts={"model": str(model_dir), **({"aligner": aligner_dir} if aligner_dir else {})},
         registered_model_name=name,
-        code_paths=None,
+        signature=SIGNATURE,
+        pip_requirements=package_requirements(),
     )
     version = info.registered_model_version
     for k, v in tags.items():
@@ -140,7 +141,8 @@ def _finish(
     ``work/model`` and its training report as ``work/result.json``; returns the report."""
     final = work / "model"
     base = getattr(settings, stage).model
-    save_trained(model, processor, final, base_ref=base, seed=settings.runtime.seed)
+    rt = settings.runtime
+    save_trained(model, processor, final, base_ref=base, seed=rt.seed, cache=rt.model_cache)
     write_stage(final, stage, **({"ablation": extra["ablation"]} if "ablation" in extra else {}))
     (final / "config.json").write_text(json.dumps(settings.public_dump()))  # no credentials
     result = {

@@ -524,23 +524,46 @@ def generate(
 
 
 def save_trained(
-    model: Any, processor: Any, path: str | Path, *, base_ref: str, seed: int = 0
+    model: Any,
+    processor: Any,
+    path: str | Path,
+    *,
+    base_ref: str,
+    seed: int = 0,
+    cache: str | Path | None = None,
 ) -> Path:
     """Save what training changed: the peft adapter (with any ``modules_to_save``) or, for a
     fully fine-tuned model, the whole model; plus the processor and ``iea_model.json``
-    (``{"base": base_ref, "seed": ..., "kind": "adapter" | "full", "engine": ...}``; the seed
-    names the ``tiny-…`` base the adapter was trained on)."""
+    (``{"base": base_ref, "seed": ..., "kind": "adapter" | "full", "engine": ...,
+    "base_fingerprint": ...}``; the seed names the ``tiny-…`` base the adapter was trained on,
+    the fingerprint the weights it sits on, :func:`iea.models.refs.base_fingerprint`)."""
+    from iea.models.refs import base_fingerprint
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     kind = "adapter" if hasattr(model, "peft_config") else "full"
     model.save_pretrained(path)
     processor.save_pretrained(path)
-    (path / "iea_model.json").write_text(
-        json.dumps(
-            {"base": base_ref, "seed": seed, "kind": kind, "engine": ENGINE_VERSION}, indent=2
-        )
-    )
+    meta = {"base": base_ref, "seed": seed, "kind": kind, "engine": ENGINE_VERSION}
+    if kind == "adapter":
+        meta["base_fingerprint"] = base_fingerprint(base_ref, seed=seed, cache=cache)
+    (path / "iea_model.json").write_text(json.dumps(meta, indent=2))
     return path
+
+
+def check_base(path: str | Path, meta: dict, now: str) -> None:
+    """Refuse an adapter whose base weights here (``now``) are not the ones it was trained on.
+
+    Raises:
+        ValueError: both fingerprints known and different (names both).
+    """
+    saved = meta.get("base_fingerprint")
+    if saved and now != "unknown" and saved != "unknown" and saved != now:
+        raise ValueError(
+            f"{path}: the adapter was trained on {meta['base']} with weights {saved}, but"
+            f" {meta['base']} here is {now}: refusing to load it on other weights (get the"
+            " base it was trained on, or retrain)"
+        )
 
 
 def load_trained(
@@ -570,7 +593,11 @@ def load_trained(
         return model, processor
     from peft import PeftModel
 
-    base, processor = load_vlm(meta["base"], cache=cache, seed=int(meta.get("seed", 0)), **common)
+    from iea.models.refs import base_fingerprint
+
+    seed = int(meta.get("seed", 0))
+    base, processor = load_vlm(meta["base"], cache=cache, seed=seed, **common)
+    check_base(path, meta, base_fingerprint(meta["base"], seed=seed, cache=cache))
     model = PeftModel.from_pretrained(base, str(path))
     model.eval()
     return model, processor

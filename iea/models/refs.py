@@ -449,6 +449,36 @@ def _locate(ref: str, kind: RefKind, seed: int, cache: str | Path | None) -> tup
     return ref, f"the Hugging Face cache {repo_dir} ({mode})"
 
 
+@functools.cache
+def _weights_digest(folder: str, stamp: tuple) -> str:
+    """sha256 over a model folder's weight files (their names and bytes); ``stamp`` (sizes
+    and mtimes) keys the per-process cache, so a folder is read once unless it changes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def base_fingerprint(ref: str, *, seed: int = 0, cache: str | Path | None = None) -> str:
+    """What the base reference ``ref`` loads here: ``sha256:<16 hex>`` of a tiny or local
+    model's ``*.safetensors``, ``revision:<commit>`` of a hub id found in the Hugging Face
+    cache, or ``unknown`` (a hub id not cached). An adapter saved on one base refuses to load
+    on another (:func:`iea.models.finetune.load_trained`)."""
+    kind = kind_of(ref)
+    if kind in ("tiny", "local"):
+        source, _ = _locate(ref, kind, seed, cache)
+        files = sorted(Path(source).glob("*.safetensors"))
+        stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        return "sha256:" + _weights_digest(str(Path(source).resolve()), stamp)
+    main = hf_hub_cache() / ("models--" + ref.replace("/", "--")) / "refs" / "main"
+    return f"revision:{main.read_text().strip()}" if main.is_file() else "unknown"
+
+
 def _load(
     ref: str,
     auto_model: str,

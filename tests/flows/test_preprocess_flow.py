@@ -32,6 +32,7 @@ def test_preprocess_twice_reuses_the_version(tmp_path, flow_overrides):
         "rejects.jsonl",
         "test.jsonl",
         "train.jsonl",
+        "validation.json",  # the GX results: promotion's data gate reads them
     ]
 
     second = twitter_preprocessing(DEMO, flow_overrides)
