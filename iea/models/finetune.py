@@ -30,6 +30,7 @@ callbacks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -299,6 +300,21 @@ def _save_checkpoint(
     return final
 
 
+def data_fingerprint(encoded: Sequence[Any]) -> str:
+    """16 hex digits over what the model is trained on: every encoded example's key, token
+    ids, labels and pixels, in order. A checkpoint resumes only on the same fingerprint."""
+    h = hashlib.sha256()
+    for e in encoded:
+        h.update(str(e.key).encode() + b"\0")
+        tensors = {"input_ids": e.input_ids, "labels": e.labels, **e.extras}
+        for name in sorted(tensors):
+            t = tensors[name]
+            if t is not None:
+                h.update(name.encode() + str(t.dtype).encode())
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
+
+
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
     """The newest complete checkpoint under ``out_dir/checkpoints``, or None."""
     ckpts = sorted((Path(out_dir) / "checkpoints").glob("step-*"))
@@ -379,14 +395,23 @@ def train(
         "examples_seen": 0,
         "tokens": 0,
     }
+    state["data"] = data_fingerprint(encoded)
     resumed_from = None
     torch.manual_seed(cfg.seed)
+    if not resume and ckpt_root.exists():  # a run that does not resume starts from nothing
+        shutil.rmtree(ckpt_root)
     ckpt = latest_checkpoint(out_dir) if resume else None
     if ckpt is not None:
         saved = json.loads((ckpt / "state.json").read_text())
         if saved["config"] != json.loads(json.dumps(asdict(cfg))):
             raise ValueError(
                 f"{ckpt}: was written with other settings; remove {ckpt_root} or use the same"
+            )
+        if saved.get("data") != state["data"]:
+            raise ValueError(
+                f"{ckpt}: was written for other data (examples fingerprint"
+                f" {saved.get('data')}, now {state['data']}); remove {ckpt_root} or train on"
+                " the same examples"
             )
         weights = torch.load(ckpt / "weights.pt")
         named = _trainable(model)
@@ -434,6 +459,12 @@ def train(
                 loss.backward()
                 loss_sum += float(loss.detach())
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                raise TrainingDiverged(
+                    f"gradient norm is {float(grad_norm)} at step {step + 1} (epoch {epoch + 1})"
+                    f" on examples {[encoded[i].key for i in chunk][:5]}: lower the learning"
+                    " rate or check these inputs"
+                )
             opt.step()
             sched.step()
             step += 1

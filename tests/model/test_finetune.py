@@ -151,6 +151,35 @@ def test_resume_with_other_settings_is_refused(tmp_path, model_cache):
         train(model, proc, _examples(), other, out_dir=tmp_path)
 
 
+def test_resume_on_other_data_is_refused_and_no_resume_starts_from_an_empty_folder(
+    tmp_path, model_cache
+):
+    """A checkpoint belongs to its examples (their fingerprint), not only to the settings;
+    ``resume=False`` clears the checkpoints of an earlier run before training."""
+    cfg = FinetuneConfig(epochs=1, learning_rate=1e-3, batch_size=4, lora_dropout=0.0)
+    model, proc = _model(model_cache, cfg)
+    train(model, proc, _examples(4), cfg, out_dir=tmp_path)
+    other = _examples(4)
+    other[0] = Example("e0", other[1].content, other[1].images, other[1].target)  # same key
+    model, proc = _model(model_cache, cfg)
+    with pytest.raises(ValueError, match="other data"):
+        train(model, proc, other, cfg, out_dir=tmp_path)
+    marker = tmp_path / "checkpoints" / "stale"
+    marker.write_text("from the earlier run")
+    model, proc = _model(model_cache, cfg)
+    _, result = train(model, proc, other, cfg, out_dir=tmp_path, resume=False)
+    assert result.resumed_from is None and not marker.exists()
+
+
+def test_a_non_finite_gradient_norm_stops_like_a_nan_loss(tmp_path, model_cache):
+    cfg = FinetuneConfig(epochs=1, learning_rate=1e-3, batch_size=2, lora_dropout=0.0)
+    model, proc = _model(model_cache, cfg)
+    p = next(p for n, p in model.named_parameters() if "lora_A" in n)
+    p.register_hook(lambda g: g * float("inf"))  # the loss stays finite, its gradient does not
+    with pytest.raises(TrainingDiverged, match=r"gradient norm is (nan|inf) at step 1"):
+        train(model, proc, _examples(), cfg, out_dir=tmp_path)
+
+
 def test_nan_loss_stops_with_a_clear_error(tmp_path, model_cache):
     cfg = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=2, lora_dropout=0.0)
     model, proc = _model(model_cache, cfg)
