@@ -19,8 +19,9 @@ MLflow's ``validate_evaluation_results`` and a ``MetricThreshold`` where that fi
 * the GX results stored with the version's datasets (tweets, FGCA) passed;
 * a smoke prediction: the registered pyfunc, loaded in a fresh process, answers a few dev
   tweets with the same pairs as the model loaded in this process;
-* champion and challenger were scored on the same dataset version (a champion scored on
-  another version fails this gate: re-scoring it is not built yet).
+* champion and challenger compared on the same data: a champion scored on another dataset
+  version is re-scored first on the candidate's dev split with its own pipeline
+  (:func:`rescore_check`), and the decision notes it.
 
 With no champion, the first version passing the absolute gates becomes champion. The decision
 (promoted or rejected, every reason, the numbers) is written as tags on the version
@@ -72,6 +73,8 @@ class Decision:
     """The champion's metrics the candidate was compared with."""
     run_id: str | None = None
     at: str = ""
+    notes: list[str] = field(default_factory=list)
+    """What else happened (a champion re-scored on the candidate's data)."""
 
     @property
     def promoted(self) -> bool:
@@ -94,6 +97,8 @@ class Decision:
             c, b = self.candidate.get(k), self.champion.get(k)
             lines.append(f"| {k} | {_fmt(c)} | {_fmt(b)} |")
         lines += ["", "Reasons:", *[f"- {r}" for r in self.reasons]]
+        if self.notes:
+            lines += ["", "Notes:", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines) + "\n"
 
 
@@ -206,11 +211,15 @@ def promote(
     reason: str | None = None,
     smoke: Callable[[int], list[str]] | None = None,
     store=None,
+    rescore: Callable[[int, str], dict[str, float]] | None = None,
 ) -> Decision:
     """Decide whether ``name`` version ``version`` becomes ``@champion`` (module doc).
 
     ``smoke(version)`` runs the smoke prediction and returns its failures (None: none is run);
     ``store`` is the artifact store holding the datasets' GX results (None: no data gates).
+    ``rescore(champion_version, dataset_prefix)`` scores the champion on the dev split of the
+    candidate's dataset when the two were scored on different dataset versions (None: such a
+    champion fails the comparability gate).
     ``force`` promotes whatever the gates say and records who (the environment's user) and
     ``reason``.
 
@@ -237,12 +246,21 @@ def promote(
             reasons.append(f"run {mv.run_id} is {run.info.status}, not FINISHED")
         candidate = version_metrics(client, mv.run_id)
         champion = version_metrics(client, champ.run_id) if champ is not None else {}
+        notes: list[str] = []
         if champ is not None:
             ours, theirs = mv.tags.get("dataset.version"), champ.tags.get("dataset.version")
-            if ours != theirs:
+            prefix = mv.tags.get("dataset.prefix")
+            if ours != theirs and (rescore is None or prefix is None):
                 reasons.append(
                     f"champion v{champ.version} was scored on dataset version {theirs}, this one"
-                    f" on {ours}: not comparable (re-scoring the champion is not built)"
+                    f" on {ours}: not comparable"
+                    + (" (the version has no dataset.prefix tag)" if rescore else "")
+                )
+            elif ours != theirs:
+                champion = rescore(int(champ.version), prefix)
+                notes.append(
+                    f"champion v{champ.version} (scored on dataset version {theirs}) re-scored on"
+                    f" this version's dev split, dataset version {ours}"
                 )
         reasons += metric_gates(policy, candidate, champion if champ is not None else None)
         if store is not None:
@@ -275,6 +293,7 @@ def promote(
             int(champ.version) if champ is not None else None,
             champion,
             at=now,
+            notes=notes,
         )
         if decision.promoted:
             if champ is not None:
@@ -356,6 +375,7 @@ def _record(settings: Settings, client: mlflow.MlflowClient, d: Decision) -> Non
         "promotion.at": d.at,
         "promotion.champion_before": _v(d.champion_version),
         "promotion.run_id": d.run_id,
+        **({"promotion.notes": " | ".join(d.notes)[:4900]} if d.notes else {}),
         **{f"promotion.candidate.{k}": f"{v:.4f}" for k, v in d.candidate.items()},
         **{f"promotion.champion.{k}": f"{v:.4f}" for k, v in d.champion.items()},
     }
@@ -442,6 +462,56 @@ def smoke_check(settings: Settings, name: str = NAME) -> Callable[[int], list[st
 
 
 @flow(name="promote", log_prints=True)
+def rescore_check(settings: Settings, name: str = NAME) -> Callable[[int, str], dict]:
+    """Score a registered version on the dev split stored at a dataset prefix, with its own
+    pipeline (its aligner, interpreter, segmentation and filter settings) on the cached stages
+    (:func:`flows.thresholds._gather`): the metrics :func:`version_metrics` names, for
+    comparing a champion with a challenger trained on newer data."""
+
+    def run(version: int, dataset_prefix: str) -> dict[str, float]:
+        import logging
+
+        from flows.preprocess import prepare_source
+        from flows.thresholds import THRESHOLDS, _gather, _registered
+        from iea.data.records import Tweet
+        from iea.jmasa import predict, score_predictions
+        from iea.models.finetune import load_trained
+        from iea.store import open_store
+        from iea.thresholds import TrialEvaluator
+        from iea.vision.filters import Thresholds
+
+        model = _registered(settings, f"models:/{name}/{version}", logging.getLogger(__name__))
+        own = saved_settings(json.loads((Path(model["model_dir"]) / "config.json").read_text()))
+        here = {"store": settings.store, "data": settings.data, "runtime": settings.runtime}
+        mixed = own.model_copy(update=here)  # its pipeline, this machine's data and caches
+        lines = open_store(settings.store).get(f"{dataset_prefix}/dev.jsonl").decode()
+        tweets = [Tweet.from_json(json.loads(x)) for x in lines.splitlines() if x.strip()]
+        _, images = prepare_source(settings)
+        split = _gather(mixed, {"dev": tweets}, Path(images), model["aligner"])["dev"]
+        rt, t = settings.runtime, own.jmasa.train
+        jmasa, proc = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
+
+        def predict_fn(examples, split_tweets):
+            return predict(
+                jmasa,
+                proc,
+                examples,
+                split_tweets,
+                max_new_tokens=t.max_new_tokens,
+                batch_size=t.eval_batch_size,
+            )
+
+        th = Thresholds(**{n: getattr(own.filters, n) for n in THRESHOLDS})
+        ablation = settings.search.ablation  # the model's own: _registered checked it
+        res = TrialEvaluator(split, predict_fn, score_predictions, ablation)(th)
+        return {
+            **{f"dev/{k}": v for k, v in res.metrics.items()},
+            "dev/coverage": split.coverage(th),
+        }
+
+    return run
+
+
 def promote_version(
     config: str | list[str] | None,
     overrides: list[str] | None,
@@ -465,5 +535,6 @@ def promote_version(
         reason=reason,
         smoke=smoke_check(settings, name) if policy.smoke_tweets and not force else None,
         store=open_store(settings.store) if policy.data_gates else None,
+        rescore=rescore_check(settings, name),
     )
     return decision.to_json()

@@ -74,6 +74,23 @@ class SplitRegions:
         mask = keep_mask(self.features, t)
         return {self.owner[k] for k in np.flatnonzero(mask)}
 
+    def coverage(self, t: Thresholds) -> float:
+        """The aligner's coverage of the gold aspects (Table 4) with the regions kept at
+        ``t``: the share of gold aspects some kept, aligned region's phrase overlaps."""
+        from iea.align.aligner import coverage
+
+        kept = self.kept(t)
+        gold = {i.tweet.id: [(a.start, a.end) for a in i.tweet.aspects] for i in self.items}
+        spans = {
+            i.tweet.id: [
+                (r.word_start, r.word_end)
+                for r in al
+                if (i.tweet.image_id, r.region_id) in kept
+            ]
+            for i, al in zip(self.items, self.aligned, strict=True)
+        }
+        return coverage(gold, spans)
+
     def kept_fraction(self, t: Thresholds) -> float:
         """Share of the split's regions kept at ``t`` (1.0 for a split with no region)."""
         n = len(self.owner)

@@ -161,6 +161,22 @@ def test_a_better_challenger_moves_champion_and_the_old_one_becomes_previous(set
     assert aliases()["champion"] == guard
 
 
+def test_a_champion_from_other_data_is_rescored_on_the_challengers_before_comparing(settings):
+    v1 = register(settings, 0.8, dataset="d1")
+    promote(settings, v1)
+    v2 = register(settings, 0.7, dataset="d2", prefix="datasets/twitter/demo/d2")
+    asked = []
+
+    def rescore(version, prefix):  # the champion on the new data: worse than it was
+        asked.append((version, prefix))
+        return {"dev/jmasa_f1": 0.65, "dev/mate_f1": 0.8, "dev/masc_f1": 0.7, "dev/coverage": 0.8}
+
+    d = promote(settings, v2, rescore=rescore)
+    assert asked == [(v1, "datasets/twitter/demo/d2")]
+    assert d.action == "promoted" and d.champion["dev/jmasa_f1"] == 0.65
+    assert "re-scored" in d.notes[0] and "re-scored" in tags(v2)["promotion.notes"]
+
+
 def test_data_gates_read_the_stored_great_expectations_results(settings, tmp_path):
     from iea.store import LocalStore
 

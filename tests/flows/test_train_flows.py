@@ -224,6 +224,15 @@ def test_the_trained_model_passes_every_gate_and_predict_answers_with_the_champi
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["answered_by"]["version"] == 1
+    # re-scoring a version on a dev split (as a champion from older data is) with its own
+    # pipeline on the cached stages gives its training's dev numbers back on the same data
+    from flows.promotion import rescore_check
+    from iea.config import load_settings
+
+    prefix = client.get_model_version("iea-jmasa", "1").tags["dataset.prefix"]
+    again = rescore_check(load_settings(DEMO, overrides))(1, prefix)
+    assert again["dev/jmasa_f1"] == pytest.approx(trained["dev"]["jmasa_f1"])
+    assert again["dev/coverage"] == pytest.approx(trained["coverage"]["dev"])
 
 
 def test_an_ablation_logs_its_own_run_and_a_rerun_reuses_the_model(trained, overrides, workdir):
