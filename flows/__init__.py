@@ -14,3 +14,15 @@ OFFLINE_ENV: dict[str, str] = {
 def set_offline_defaults() -> None:
     for var, val in OFFLINE_ENV.items():
         os.environ.setdefault(var, val)
+
+
+def _install_prefect_progress() -> None:
+    """Long work in a flow run shows as progress artifacts in the Prefect UI
+    (:mod:`flows.progress`); installed once, when ``flows`` is imported."""
+    from flows.progress import PrefectProgress
+    from iea import progress
+
+    progress.install(PrefectProgress())
+
+
+_install_prefect_progress()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from prefect.cache_policies import NONE
 from flows import tracking
 from iea.batch import Failed, Request, Summary, read_requests
 from iea.config import load_settings
+from iea.progress import report
 
 
 @task(cache_policy=NONE, task_run_name="predict-chunk-{index}")
@@ -70,7 +70,6 @@ def batch_predict(
     fmt: str | None = None,
     overlays: int = 3,
     chunk: int = 32,
-    show_progress: bool = False,
 ) -> dict[str, Any]:
     """Answer every tweet of ``input`` with ``model`` into ``out`` (module doc).
 
@@ -78,8 +77,6 @@ def batch_predict(
         The summary: ``{"requests", "answered", "failed", "pairs", "tweets_with_pairs",
         "polarity", "failure_reasons", "model", "out", "run_id"}``.
     """
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
     from flows.registry import load_predictor
     from iea.predict import draw_pairs
 
@@ -96,10 +93,6 @@ def batch_predict(
     (dst / "overlays").mkdir(parents=True, exist_ok=True)
     preds_part, fails_part = dst / "predictions.jsonl.partial", dst / "failures.jsonl.partial"
     summary, drawn = Summary(), 0
-    artifact = (
-        create_progress_artifact(0.0, description=f"batch_predict {input}") if total else None
-    )
-    bar = _Bar(total) if show_progress else None
     stream = itertools.chain(first, requests)
     with (
         tracking.start_run(settings, "batch_predict", tags={"stage": "batch_predict"}) as run,
@@ -132,17 +125,12 @@ def batch_predict(
                 summary.answered,
                 summary.failed,
             )
-            if artifact is not None:
-                update_progress_artifact(artifact, min(100.0, 100.0 * done / total))
-            if bar is not None:
-                bar.update(done)
+            report("batch predict", done, total)  # a bar on the CLI, counts in Prefect
         result = {**summary.to_json(), "model": answered_by}
         mlflow.log_metrics({k: v for k, v in summary.to_json().items() if isinstance(v, int)})
         mlflow.log_metrics({f"polarity/{k}": v for k, v in summary.polarity.items()})
         mlflow.log_dict(result, "summary.json")
         run_id = run.info.run_id
-    if bar is not None:
-        bar.close()
     os.replace(preds_part, dst / "predictions.jsonl")  # published only when complete
     os.replace(fails_part, dst / "failures.jsonl")
     (dst / "summary.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
@@ -151,27 +139,3 @@ def batch_predict(
         if drawn:
             mlflow.log_artifacts(str(dst / "overlays"), "overlays")
     return {**result, "out": str(dst), "run_id": run_id}
-
-
-class _Bar:
-    """A rich progress bar on stderr (the CLI's)."""
-
-    def __init__(self, total: int | None):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self.progress = Progress(
-            "batch_predict",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=Console(file=sys.stderr),
-        )
-        self.task = self.progress.add_task("tweets", total=total)
-        self.progress.start()
-
-    def update(self, done: int) -> None:
-        self.progress.update(self.task, completed=done)
-
-    def close(self) -> None:
-        self.progress.stop()

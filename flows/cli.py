@@ -788,7 +788,7 @@ def batch_predict_cmd(
     try:
         result = batch_predict(
             _configs(config), list(overrides or []), str(input), str(out), model,
-            str(images) if images else None, fmt, overlays, chunk, show_progress=True,
+            str(images) if images else None, fmt, overlays, chunk,
         )  # fmt: skip
     except Exception as e:
         _fail(f"{type(e).__name__}: {e}")
@@ -823,7 +823,21 @@ def demo_cmd(
 
 
 def main() -> None:
-    app()
+    """The ``iea`` console script: progress bars on stderr when it is a terminal."""
+    from iea import progress
+
+    bars = None
+    if sys.stderr.isatty():
+        from flows.progress import ConsoleBars
+
+        bars = ConsoleBars()
+        progress.install(bars)
+    try:
+        app()
+    finally:
+        if bars is not None:
+            progress.remove(bars)
+            bars.close()
 
 
 if __name__ == "__main__":

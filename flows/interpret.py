@@ -9,7 +9,6 @@ MLflow gets the counts, images/s and regions/s, and a sample of overlays.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import time
@@ -24,6 +23,8 @@ from flows import tracking
 from flows.preprocess import prepare_source
 from iea.config import Settings, load_settings
 from iea.data.images import ImageDecodeError
+from iea.keys import digest, interpreter_fields, segment_fields
+from iea.progress import report
 from iea.store import open_store
 from iea.vision.interpreter import ImageInterpreter, write_outputs
 
@@ -102,9 +103,16 @@ def image_interpretation(
     paths = sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[
         :limit
     ]
-    run_key = hashlib.sha256(
-        settings.model_dump_json(include={"segment", "filters", "interpreter", "runtime"}).encode()
-    ).hexdigest()[:16]
+    # what changes the outputs (iea/keys.py), not concurrency or the overlays logged
+    run_key = digest(
+        {
+            "segment": segment_fields(settings),
+            "filters": settings.filters.model_dump(mode="json"),
+            "interpreter": interpreter_fields(settings),
+            "dtype": settings.runtime.dtype,
+            "seed": settings.runtime.seed,
+        }
+    )
     n_chunks = max(1, min(len(paths), settings.interpreter.concurrency * 4))
     chunks = [paths[i::n_chunks] for i in range(n_chunks) if paths[i::n_chunks]]
     n_samples = settings.interpreter.overlay_samples
@@ -117,7 +125,10 @@ def image_interpretation(
             interpret_chunk.submit(settings, chunk, run_key, overlays, per_chunk)
             for chunk in chunks
         ]
-        rows = [row for f in futures for row in f.result()]
+        rows = []
+        for f in futures:
+            rows += f.result()
+            report("interpret images", len(rows), len(paths))
         elapsed = time.perf_counter() - t0
         ok = [r for r in rows if "error" not in r]
         errors = [r for r in rows if "error" in r]

@@ -235,6 +235,7 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
             log=MlflowStepLogger(),
             evaluate=evaluate,
             select=DEV_SELECT if evaluate else None,
+            progress="train aligner",
         )
         result = _finish(
             model,
@@ -425,6 +426,7 @@ def train_jmasa_task(
             log=MlflowStepLogger(),
             evaluate=lambda m: evaluate(m)[0],
             select="jmasa_f1",
+            progress="train jmasa",
         )
         result = _finish(
             model,

@@ -29,6 +29,7 @@ from iea.keys import stage_code
 from iea.metrics import parse_prediction, score
 from iea.models.finetune import Example, generate
 from iea.nmi import AlignedRegion, ImagePart, Instruction, build_instruction
+from iea.progress import report
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ def tweet_inputs(
                 by_image[tweet.image_id] = (Image.fromarray(res.rgb), region_views(res, res.kept))
         image, views = by_image[tweet.image_id]
         out.append(TweetInput(tweet, image, views))
+        report("interpret tweets", len(out), len(tweets))
     return out
 
 
@@ -167,7 +169,12 @@ def align_regions(
     todo = [j for j in range(len(jobs)) if j not in answers]
     if examples:
         new = generate(
-            model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
+            model,
+            processor,
+            examples,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            progress="align regions",
         )
         for j, answer in zip(todo, new, strict=True):
             answers[j] = answer
@@ -217,7 +224,12 @@ def predict(
     """Generate and parse: one ``{"id", "output", "aspects", "parsed", "unmatched"}`` per
     tweet (aspects as ``{"from", "to", "polarity"}`` word spans, the ``iea eval`` format)."""
     texts = generate(
-        model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
+        model,
+        processor,
+        examples,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress="predict",
     )
     rows = []
     for tweet, text in zip(tweets, texts, strict=True):

@@ -83,9 +83,7 @@ class SplitRegions:
         gold = {i.tweet.id: [(a.start, a.end) for a in i.tweet.aspects] for i in self.items}
         spans = {
             i.tweet.id: [
-                (r.word_start, r.word_end)
-                for r in al
-                if (i.tweet.image_id, r.region_id) in kept
+                (r.word_start, r.word_end) for r in al if (i.tweet.image_id, r.region_id) in kept
             ]
             for i, al in zip(self.items, self.aligned, strict=True)
         }

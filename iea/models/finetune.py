@@ -45,6 +45,7 @@ import torch
 from PIL import Image
 
 from iea.models.vlm import END_TOKEN, _end_token_ids, _greedy
+from iea.progress import report
 
 ENGINE_VERSION = "finetune-v1"
 
@@ -332,6 +333,7 @@ def train(
     evaluate: Callable[[Any], dict[str, float]] | None = None,
     select: str | None = None,
     resume: bool = True,
+    progress: str = "train",
 ) -> tuple[Any, TrainResult]:
     """Fine-tune ``model`` (prepared with :func:`prepare_model`) on ``examples``.
 
@@ -472,6 +474,7 @@ def train(
             state["examples_seen"] += len(chunk)
             state["tokens"] += n_target
             dt = time.perf_counter() - ts
+            report(progress, step, total)  # optimizer steps (iea.progress)
             if log is not None:
                 log(
                     {
@@ -534,8 +537,10 @@ def generate(
     *,
     max_new_tokens: int = 64,
     batch_size: int = 8,
+    progress: str = "generate",
 ) -> list[str]:
-    """Greedy answers to ``examples`` (their targets ignored), batched with left padding."""
+    """Greedy answers to ``examples`` (their targets ignored), batched with left padding;
+    reports the examples answered as ``progress`` (:mod:`iea.progress`)."""
     tok = processor.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else _end_token_ids(model, tok)[0]
     device = next(model.parameters()).device
@@ -549,6 +554,7 @@ def generate(
         batch.pop("labels")
         rows = _greedy(model, tok, batch, max_new_tokens)
         out += [t.strip() for t in tok.batch_decode(rows, skip_special_tokens=True)]
+        report(progress, len(out), len(examples))
     if was_training:
         model.train()
     return out
