@@ -65,8 +65,8 @@ def main() -> None:
     from iea.data.records import Tweet
     from iea.jmasa import (
         align_regions,
+        bound_predict,
         jmasa_examples,
-        predict,
         score_predictions,
         tweet_inputs,
     )
@@ -108,15 +108,9 @@ def main() -> None:
     jt = settings.jmasa.train
     jmasa, processor = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
 
-    def predict_fn(examples, tweets):
-        return predict(
-            jmasa,
-            processor,
-            examples,
-            tweets,
-            max_new_tokens=jt.max_new_tokens,
-            batch_size=jt.eval_batch_size,
-        )
+    predict_fn = bound_predict(
+        jmasa, processor, max_new_tokens=jt.max_new_tokens, batch_size=jt.eval_batch_size
+    )
 
     # -- cached trials: distinct kept sets, every one a memo miss
     evaluator = TrialEvaluator(split, predict_fn, score_predictions, search.ablation)

@@ -474,7 +474,7 @@ def rescore_check(settings: Settings, name: str = NAME) -> Callable[[int, str], 
         from flows.preprocess import prepare_source
         from flows.thresholds import THRESHOLDS, _gather, _registered
         from iea.data.records import Tweet
-        from iea.jmasa import predict, score_predictions
+        from iea.jmasa import score_predictions
         from iea.models.finetune import load_trained
         from iea.store import open_store
         from iea.thresholds import TrialEvaluator
@@ -491,16 +491,9 @@ def rescore_check(settings: Settings, name: str = NAME) -> Callable[[int, str], 
         rt, t = settings.runtime, own.jmasa.train
         jmasa, proc = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
 
-        def predict_fn(examples, split_tweets):
-            return predict(
-                jmasa,
-                proc,
-                examples,
-                split_tweets,
-                max_new_tokens=t.max_new_tokens,
-                batch_size=t.eval_batch_size,
-            )
-
+        predict_fn = bound_predict(
+            jmasa, proc, max_new_tokens=t.max_new_tokens, batch_size=t.eval_batch_size
+        )
         th = Thresholds(**{n: getattr(own.filters, n) for n in THRESHOLDS})
         ablation = settings.search.ablation  # the model's own: _registered checked it
         res = TrialEvaluator(split, predict_fn, score_predictions, ablation)(th)

@@ -300,7 +300,7 @@ def threshold_search(
     from flows.preprocess import prepare_source, twitter_preprocessing
     from flows.train import jmasa_finetune
     from iea.data.records import Tweet
-    from iea.jmasa import predict, score_predictions
+    from iea.jmasa import bound_predict, score_predictions
     from iea.models.finetune import load_trained
     from iea.store import open_store
     from iea.thresholds import TrialEvaluator, overlay
@@ -334,15 +334,9 @@ def threshold_search(
     rt, t = settings.runtime, settings.jmasa.train
     jmasa, processor = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
 
-    def predict_fn(examples, split_tweets):
-        return predict(
-            jmasa,
-            processor,
-            examples,
-            split_tweets,
-            max_new_tokens=t.max_new_tokens,
-            batch_size=t.eval_batch_size,
-        )
+    predict_fn = bound_predict(
+        jmasa, processor, max_new_tokens=t.max_new_tokens, batch_size=t.eval_batch_size
+    )
 
     dev = TrialEvaluator(splits["dev"], predict_fn, score_predictions, search.ablation)
     retrain = _Retrain(settings, splits, Path(settings.data.work_dir) / "thresholds" / "trials")

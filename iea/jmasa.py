@@ -14,6 +14,7 @@ Everything here is model-agnostic: a model is ``(model, processor)`` as loaded b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -244,6 +245,14 @@ def predict(
             }
         )
     return rows
+
+
+def bound_predict(model: Any, processor: Any, *, max_new_tokens: int, batch_size: int):
+    """:func:`predict` with the model and its generation settings bound:
+    ``fn(examples, tweets) -> rows``, the ``PredictFn`` of :mod:`iea.thresholds`."""
+    return functools.partial(
+        predict, model, processor, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
 
 
 def score_predictions(rows: Sequence[dict[str, Any]], tweets: Sequence[Tweet]) -> dict[str, float]:

@@ -206,10 +206,10 @@ def test_the_trained_model_passes_every_gate_and_predict_answers_with_the_champi
 
     assert trained["registered"]["version"] == 1
     client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
-    assert client.get_model_version_by_alias("iea-jmasa", "challenger").version == "1"
+    assert int(client.get_model_version_by_alias("iea-jmasa", "challenger").version) == 1
     d = promote_version(DEMO, [*overrides, "promotion.smoke_tweets=2"], 1)
     assert d["action"] == "promoted", d["reasons"]
-    assert client.get_model_version_by_alias("iea-jmasa", "champion").version == "1"
+    assert int(client.get_model_version_by_alias("iea-jmasa", "champion").version) == 1
     (test_file,) = (workdir / "store" / "datasets" / "twitter").glob("*/*/test.jsonl")
     tweet = json.loads(test_file.read_text().splitlines()[0])
     (images,) = (workdir / "work" / "synthetic").glob("*/images")
