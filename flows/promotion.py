@@ -474,7 +474,7 @@ def rescore_check(settings: Settings, name: str = NAME) -> Callable[[int, str], 
         from flows.preprocess import prepare_source
         from flows.thresholds import THRESHOLDS, _gather, _registered
         from iea.data.records import Tweet
-        from iea.jmasa import score_predictions
+        from iea.jmasa import bound_predict, score_predictions
         from iea.models.finetune import load_trained
         from iea.store import open_store
         from iea.thresholds import TrialEvaluator
