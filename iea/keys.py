@@ -108,8 +108,10 @@ def code_closure(roots: tuple[str, ...]) -> list[str]:
     return sorted(seen)
 
 
+@functools.cache
 def code_digest(roots: tuple[str, ...]) -> str:
-    """16 hex digits over the normalised code of :func:`code_closure` (``roots``)."""
+    """16 hex digits over the normalised code of :func:`code_closure` (``roots``); computed
+    once per process (a key is asked for every region)."""
     h = hashlib.sha256()
     for m in code_closure(tuple(roots)):
         h.update(m.encode() + b"\0" + _module_code(m)[0].encode() + b"\0")

@@ -37,6 +37,7 @@ def fake_pkg(tmp_path, monkeypatch):
             del sys.modules[m]
         importlib.invalidate_caches()
         keys._module_code.cache_clear()
+        keys.code_digest.cache_clear()
 
     def write(name: str, source: str) -> None:
         (pkg / f"{name}.py").write_text(textwrap.dedent(source))
