@@ -85,18 +85,32 @@ def resolve(uri: str, dst: Path | None = None) -> RegisteredModel:
     if dst is not None:
         dst.mkdir(parents=True, exist_ok=True)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=fixed, **kwargs))
-    model_dir = local / "artifacts" / "model"
+    paths = _artifact_paths(local)
+    model_dir = local / paths.get("model", "artifacts/model")
     if not (model_dir / "config.json").is_file():
-        raise ValueError(f"model {uri!r} ({fixed}): no trained folder under artifacts/model")
-    aligner = local / "artifacts" / "aligner"
+        raise ValueError(f"model {uri!r} ({fixed}): no trained folder at {model_dir}")
+    aligner = local / paths["aligner"] if "aligner" in paths else None
     return RegisteredModel(
         name=name,
         version=int(mv.version),
         uri=fixed,
         model_dir=model_dir,
-        aligner_dir=aligner if aligner.is_dir() else None,
+        aligner_dir=aligner if aligner is not None and aligner.is_dir() else None,
         tags=dict(mv.tags),
     )
+
+
+def _artifact_paths(local: Path) -> dict[str, str]:
+    """Artifact name -> its path inside a downloaded pyfunc (``MLmodel``'s
+    ``python_function.artifacts``; MLflow 3 stores them as ``artifacts/<n>/<folder>``)."""
+    import yaml
+
+    mlmodel = local / "MLmodel"
+    if not mlmodel.is_file():
+        return {}
+    flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {})
+    artifacts = flavor.get("python_function", {}).get("artifacts") or {}
+    return {k: v["path"] for k, v in artifacts.items() if isinstance(v, dict) and "path" in v}
 
 
 def load_predictor(model: str, aligner: str | Path | None = None):
