@@ -239,7 +239,9 @@ def promote(
         champ = _alias(client, name, CHAMPION)  # read again inside the lock
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         if champ is not None and int(champ.version) == version:
-            return Decision(name, version, "unchanged", [f"v{version} is already @champion"])
+            return Decision(
+                name, version, "unchanged", [f"v{version} is already @champion"], {}, version
+            )
         reasons: list[str] = []
         run = client.get_run(mv.run_id)
         if run.info.status != "FINISHED":
