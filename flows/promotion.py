@@ -436,15 +436,13 @@ def smoke_check(settings: Settings, name: str = NAME) -> Callable[[int], list[st
 
     def run(version: int) -> list[str]:
         from flows.preprocess import prepare_source
-        from flows.registry import resolve
+        from flows.registry import download_dir, resolve
         from iea.data.records import Tweet
         from iea.predict import JmasaPredictor
         from iea.store import open_store
 
-        reg = resolve(
-            f"models:/{name}/{version}",
-            Path(settings.data.work_dir) / "registry" / f"{name}-v{version}",
-        )
+        uri = f"models:/{name}/{version}"
+        reg = resolve(uri, download_dir(settings.data.work_dir, uri))
         prefix = reg.tags.get("dataset.prefix")
         if prefix is None:
             return ["smoke: the version has no dataset.prefix tag: no tweets to ask it"]

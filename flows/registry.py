@@ -71,6 +71,12 @@ def version_of(uri: str) -> tuple[str, int]:
     return mv.name, int(mv.version)
 
 
+def download_dir(work_dir: str | Path, uri: str) -> Path:
+    """Where a stage downloads the version ``uri`` names: one folder per URI under
+    ``<work_dir>/registry``, shared by the threshold search, the smoke and the re-score."""
+    return Path(work_dir) / "registry" / re.sub(r"[^\w.@-]+", "_", uri)
+
+
 def resolve(uri: str, dst: Path | None = None) -> RegisteredModel:
     """The version ``uri`` names in the active tracking server's registry, its artifacts
     downloaded under ``dst`` (default: a temporary folder MLflow chooses).

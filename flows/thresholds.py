@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from collections.abc import Callable
 from decimal import Decimal
@@ -208,12 +207,11 @@ def _registered(settings: Settings, uri: str, logger) -> dict:
         ValueError: not a JMASA model with its aligner, or trained for another ablation than
             ``search.ablation``.
     """
-    from flows.registry import resolve
+    from flows.registry import download_dir, resolve
     from iea.predict import read_stage
 
     tracking.configure(settings)
-    folder = re.sub(r"[^\w.@-]+", "_", uri)
-    reg = resolve(uri, Path(settings.data.work_dir) / "registry" / folder)
+    reg = resolve(uri, download_dir(settings.data.work_dir, uri))
     stage = read_stage(reg.model_dir)
     if stage["stage"] != "jmasa" or reg.aligner_dir is None:
         raise ValueError(f"model {uri!r} ({reg.uri}): not a JMASA model with its aligner")
