@@ -9,10 +9,7 @@ check) and rows that fail a check go to ``quarantine.jsonl`` with the reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -23,16 +20,20 @@ from prefect.cache_policies import NONE
 from flows import tracking
 from flows.validation import ValidationFailed, validate_fgca
 from iea.align.build import FgcaBuilder, ImageOutcome
-from iea.align.fgca import split_images, table1_stats
-from iea.align.records import FGCA_SPLITS, FgcaRecord
+from iea.align.fgca import (
+    dataset_files,
+    drop_failed_images,
+    failed_rows,
+    quarantine_rows,
+    split_records,
+    synthesis_gate,
+    table1_stats,
+)
+from iea.align.records import FGCA_SPLITS
 from iea.config import Settings, load_settings
 from iea.store import open_store
 
 _BUILDERS: dict[str, FgcaBuilder] = {}
-
-
-class FgcaGateFailed(RuntimeError):
-    """Too few images survived synthesis; the message says how many and why."""
 
 
 def _builder(settings: Settings) -> FgcaBuilder:
@@ -69,15 +70,6 @@ def build_batch(
     return _builder(settings).process(samples, class_names)
 
 
-def _quarantine_rows(outcomes, failed_rows) -> list[dict]:
-    rows = [
-        {"image_id": o.image_id, "reason": o.reason, "detail": o.detail}
-        for o in outcomes
-        if o.reason is not None
-    ]
-    return rows + failed_rows
-
-
 @flow(name="fgca_generation", log_prints=True)
 def fgca_generation(
     config: str | list[str] | None = None,
@@ -87,7 +79,8 @@ def fgca_generation(
     """Build, validate, split, store and track the FGCA dataset.
 
     Raises:
-        FgcaGateFailed: more than ``fgca.max_quarantine_fraction`` of the images quarantined.
+        iea.align.fgca.FgcaGateFailed: more than ``fgca.max_quarantine_fraction`` of the
+            images quarantined.
         ValidationFailed: a critical GX check failed (rows listed, quarantine written).
     """
     from iea.data.pascal_context import Quarantined, read_dataset, read_labels, read_subset
@@ -123,63 +116,30 @@ def fgca_generation(
         cached = sum(o.cached for o in batch)
         logger.info("images %d/%d done (%d of this batch from cache)", done, len(samples), cached)
 
-    good = [o for o in outcomes if o.reason is None]
-    reasons = Counter(o.reason for o in outcomes if o.reason is not None)
-    n_images = len(outcomes)
-    quarantined = n_images - len(good)
-    # The gate judges synthesis: images that could not even be read (on the real dataset,
-    # VOC JPEGs that PASCAL-Context never labelled) are quarantined and counted, not gated.
-    lost = len(samples) - len(good)
-    gate_ok = good and lost <= f.max_quarantine_fraction * len(samples)
-    stats = {
-        "images": n_images,
-        "readable_images": len(samples),
-        "images_from_cache": sum(o.cached for o in outcomes),
-        "quarantined_images": quarantined,
-        "quarantine_reasons": dict(reasons),
-    }
-    if not gate_ok:
-        _write(out_dir / "quarantine.jsonl", _quarantine_rows(outcomes, []))
+    gate = synthesis_gate(outcomes, len(samples), f.max_quarantine_fraction)
+    stats = gate.stats
+    if not gate.ok:
+        _write(out_dir / "quarantine.jsonl", quarantine_rows(outcomes, []))
         (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-        raise FgcaGateFailed(
-            f"FGCA gate failed: {lost} of {len(samples)} readable images quarantined "
-            f"(allowed {f.max_quarantine_fraction:.0%}): "
-            + ", ".join(f"{n} {why}" for why, n in reasons.most_common())
-            + f"; details in {out_dir / 'quarantine.jsonl'}"
-        )
+        raise gate.failure(str(out_dir / "quarantine.jsonl"))
 
-    assign = split_images(
-        {o.image_id: [r.class_id for r in o.records] for o in good},
-        {"train": f.n_train, "val": f.n_val, "test": f.n_test},
-        settings.runtime.seed,
-    )
-    records = [
-        replace(r, split=assign[o.image_id])
-        for o in good
-        for r in o.records
-        if o.image_id in assign
-    ]
+    sizes = {"train": f.n_train, "val": f.n_val, "test": f.n_test}
+    records = split_records(gate.good, sizes, settings.runtime.seed)
     report, frame = validate_fgca(records, Path(f.work_dir) / "gx", where="fgca")
-    failed_rows = _failed_rows(report, frame, records)
+    failed = failed_rows(report.failures, list(frame["row"]) if len(frame) else [], records)
     critical = [x for x in report.failures if x["severity"] == "critical"]
     if critical:
-        _write(out_dir / "quarantine.jsonl", _quarantine_rows(outcomes, failed_rows))
+        _write(out_dir / "quarantine.jsonl", quarantine_rows(outcomes, failed))
         (out_dir / "validation.json").write_text(json.dumps(report.result, indent=2, default=str))
         raise ValidationFailed(report, where=str(out_dir))
-    dropped_images = {row["image_id"] for row in failed_rows}  # warning checks: drop whole images
-    records = [r for r in records if r.image_id not in dropped_images]
+    records, dropped_images = drop_failed_images(records, failed)  # warning checks
     stats.update({"table1": table1_stats(records), "warning_dropped_images": len(dropped_images)})
 
-    files = {
-        split: "".join(r.dumps() + "\n" for r in records if r.split == split)
-        for split in FGCA_SPLITS
-    }
-    version = hashlib.sha256("".join(files[s] for s in FGCA_SPLITS).encode()).hexdigest()[:16]
+    files, version = dataset_files(records)
     stats["version"] = version
-    quarantine = _quarantine_rows(outcomes, failed_rows)
     for split, text in files.items():
         (out_dir / f"{split}.jsonl").write_text(text)
-    _write(out_dir / "quarantine.jsonl", quarantine)
+    _write(out_dir / "quarantine.jsonl", quarantine_rows(outcomes, failed))
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     (out_dir / "validation.json").write_text(json.dumps(report.result, indent=2, default=str))
     prefix = f"datasets/fgca/{version}"
@@ -198,9 +158,9 @@ def fgca_generation(
             mlflow.log_metrics({f"{split}.{k}": v for k, v in row.items()})
         mlflow.log_metrics(
             {
-                "images": n_images,
-                "quarantined_images": quarantined,
-                "quarantined_rows": len(failed_rows),
+                "images": stats["images"],
+                "quarantined_images": stats["quarantined_images"],
+                "quarantined_rows": len(failed),
             }
         )
         mlflow.log_dict(stats, "stats.json")
@@ -209,7 +169,7 @@ def fgca_generation(
             {
                 "dataset.version": version,
                 "dataset.uri": store.uri(prefix),
-                **{f"quarantine.{k}": str(v) for k, v in reasons.items()},
+                **{f"quarantine.{k}": str(v) for k, v in gate.reasons.items()},
             }
         )
         mlflow.log_input(
@@ -229,24 +189,6 @@ def fgca_generation(
         "run_id": run.info.run_id,
         **stats,
     }
-
-
-def _failed_rows(report, frame, records: list[FgcaRecord]) -> list[dict]:
-    by_row = dict(zip(frame["row"], records, strict=True)) if len(frame) else {}
-    rows = []
-    for failure in report.failures:
-        for row_id in failure["ids"]:
-            rec = by_row.get(row_id)
-            rows.append(
-                {
-                    "image_id": rec.image_id if rec else None,
-                    "row": row_id,
-                    "reason": f"failed check: {failure['check']}",
-                    "severity": failure["severity"],
-                    "record": rec.to_json() if rec else None,
-                }
-            )
-    return rows
 
 
 def _write(path: Path, rows: list[dict]) -> None:

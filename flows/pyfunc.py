@@ -2,13 +2,16 @@
 
 Artifacts: ``model`` (a trained model folder with ``config.json``, the resolved settings it was
 trained with) and, for JMASA, ``aligner``. ``predict`` takes a DataFrame with columns ``image``
-(a path) and ``text`` (the logged signature) and returns one result dict per row
-(:meth:`JmasaPredictor.predict`). The version's requirements name this package.
+(a path on the serving machine, or the image itself as a ``data:image/<type>;base64,`` URI) and
+``text`` (the logged signature; the logged input example is one dev tweet with its image
+inline) and returns one result dict per row (:meth:`JmasaPredictor.predict`). The version's
+requirements name this package.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -45,6 +48,7 @@ class IeaModel(mlflow.pyfunc.PythonModel):
                 self.settings, model_dir, context.artifacts.get("aligner")
             )
         self.model_dir = model_dir
+        self.inline = Path(tempfile.mkdtemp(prefix="iea-inline-images-"))
 
     def predict(self, context, model_input, params=None):
         if self.predictor is None:
@@ -53,4 +57,9 @@ class IeaModel(mlflow.pyfunc.PythonModel):
                 "load an iea-jmasa version for image + text -> pairs"
             )
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else model_input
-        return [self.predictor.predict(r["image"], r["text"]) for r in rows]
+        from iea.predict import materialize_image
+
+        return [
+            self.predictor.predict(materialize_image(r["image"], self.inline), r["text"])
+            for r in rows
+        ]

@@ -94,9 +94,14 @@ def _register(
     tags: dict[str, str],
     run,
     aligner_dir: str | None = None,
+    example: dict[str, str] | None = None,
 ) -> Any:
     """Log ``model_dir`` (and the aligner it was trained with) as a pyfunc model of the run
-    and register a new version with ``tags``."""
+    and register a new version with ``tags``. ``example`` (one ``{"image", "text"}`` row, the
+    image inline as a data URI) is logged as the version's input example; MLflow answers it
+    once through the logged model while logging (its serving-input check)."""
+    import pandas as pd
+
     from flows.pyfunc import SIGNATURE, IeaModel, package_requirements
 
     name = getattr(settings, stage).register_as or REGISTERED[stage]
@@ -114,6 +119,7 @@ def _register(
         registered_model_name=name,
         signature=SIGNATURE,
         pip_requirements=package_requirements(),
+        input_example=pd.DataFrame([example]) if example else None,
     )
     version = info.registered_model_version
     for k, v in tags.items():
@@ -121,6 +127,17 @@ def _register(
     client.set_registered_model_alias(name, "challenger", str(version))  # flows/promotion.py
     uri = f"models:/{name}/{version}"
     return {"name": name, "version": int(version), "uri": uri, "reused": False}
+
+
+def _example(tweets: list, images_dir: Path | None) -> dict[str, str] | None:
+    """The registered version's input example: the first tweet, its image inline (a data URI:
+    the example answers on a machine that has none of the data); None without images."""
+    from iea.predict import image_data_uri
+
+    if not tweets or images_dir is None:
+        return None
+    t = tweets[0]
+    return {"image": image_data_uri(Path(images_dir) / t.image_id), "text": " ".join(t.tokens)}
 
 
 def _reuse(work: Path, settings: Settings, stage: str):
@@ -467,7 +484,7 @@ def jmasa_finetune(
     LoRA-tune the JMASA model with best-on-dev selection, score test, log and register."""
     from flows.preprocess import prepare_source, twitter_preprocessing
     from iea.data.records import SPLITS, Tweet
-    from iea.jmasa import jmasa_examples
+    from iea.jmasa import alignment_quality, jmasa_examples
     from iea.nmi import ABLATIONS
     from iea.store import open_store
 
@@ -500,20 +517,9 @@ def jmasa_finetune(
         for s in SPLITS
     }
     examples = {s: jmasa_examples(inputs[s], aligned[s], ablation=ablation)[0] for s in SPLITS}
-    from iea.align.aligner import alignment_precision, coverage
-
-    gold_spans = {
-        s: {t.id: [(a.start, a.end) for a in t.aspects] for t in tweets[s]} for s in SPLITS
-    }
-    aligned_spans = {
-        s: {
-            t.id: [(r.word_start, r.word_end) for r in al]
-            for t, al in zip(tweets[s], aligned[s], strict=True)
-        }
-        for s in SPLITS
-    }
-    precision = {s: alignment_precision(gold_spans[s], aligned_spans[s]) for s in SPLITS}
-    cov = {s: coverage(gold_spans[s], aligned_spans[s]) for s in SPLITS}
+    quality = {s: alignment_quality(tweets[s], aligned[s]) for s in SPLITS}
+    precision = {s: q[0] for s, q in quality.items()}
+    cov = {s: q[1] for s, q in quality.items()}
     key = jmasa_key(settings, data["version"], ablation, aligner["key"] if aligner else None)
     with tracking.start_run(
         settings,
@@ -569,6 +575,7 @@ def jmasa_finetune(
                 },
                 run,
                 aligner_dir=aligner["model_dir"] if aligner else None,
+                example=_example(tweets["dev"] or tweets["test"], images_dir),
             )
         run_id = run.info.run_id
     logger.info(

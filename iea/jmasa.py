@@ -273,3 +273,19 @@ def score_predictions(rows: Sequence[dict[str, Any]], tweets: Sequence[Tweet]) -
         else:
             flat[task] = float(values)
     return flat
+
+
+def alignment_quality(
+    tweets: Sequence[Tweet], aligned: Sequence[Sequence[AlignedRegion]]
+) -> tuple[float, float]:
+    """``(alignment precision, coverage)`` of one split: the gold aspect spans of ``tweets``
+    against the word spans of the regions aligned to each (``aligned[i]`` for ``tweets[i]``;
+    :func:`iea.align.aligner.alignment_precision`, :func:`iea.align.aligner.coverage`)."""
+    from iea.align.aligner import alignment_precision, coverage
+
+    gold = {t.id: [(a.start, a.end) for a in t.aspects] for t in tweets}
+    spans = {
+        t.id: [(r.word_start, r.word_end) for r in al]
+        for t, al in zip(tweets, aligned, strict=True)
+    }
+    return alignment_precision(gold, spans), coverage(gold, spans)

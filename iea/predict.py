@@ -9,7 +9,10 @@ aspect's span.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,15 @@ NEEDS_REGIONS = frozenset({"full", "no_interpretation", "no_nmi", "no_segmentati
 """Ablations whose instructions hold image regions (interpreted and aligned)."""
 WHOLE_IMAGE = frozenset({"no_segmentation"})
 """Ablations without SAM: the whole image is the one region, interpreted and aligned."""
-"""Ablations whose instruction holds region crops (the others need no SAM and no aligner)."""
+_DATA_URI = re.compile(r"data:image/([a-z]+);base64,", re.IGNORECASE)
+_SUFFIX = {
+    "png": ".png",
+    "jpeg": ".jpg",
+    "jpg": ".jpg",
+    "gif": ".gif",
+    "webp": ".webp",
+    "bmp": ".bmp",
+}
 
 
 def write_stage(model_dir: str | Path, stage: str, **extra: Any) -> None:
@@ -135,6 +146,47 @@ class JmasaPredictor:
                 for r in aligned[0]
             ],
         }
+
+
+def image_data_uri(path: str | Path) -> str:
+    """The image file as a ``data:image/<type>;base64,...`` URI: an image that travels inside
+    a request (or a registered version's input example) instead of as a path on one machine.
+
+    Raises:
+        ValueError: the file's suffix is not an image type :func:`materialize_image` reads.
+    """
+    path = Path(path)
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in _SUFFIX:
+        raise ValueError(f"{path}: not an image suffix ({', '.join(sorted(_SUFFIX))})")
+    kind = "jpeg" if kind == "jpg" else kind
+    return f"data:image/{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def materialize_image(value: str, folder: str | Path) -> Path:
+    """``value`` as an image file: a path is returned as it is; a ``data:image/<type>;base64,``
+    URI is decoded once into ``folder/<first 16 hex of the bytes' SHA-256><suffix>`` (the same
+    image, the same file, so the interpreter's content cache holds across requests).
+
+    Raises:
+        ValueError: a ``data:`` value that is not a base64 image URI, or not valid base64.
+    """
+    if not value.startswith("data:"):
+        return Path(value)
+    m = _DATA_URI.match(value)
+    if m is None or m.group(1).lower() not in _SUFFIX:
+        raise ValueError(f"image {value[:40]!r}...: not a data:image/<png|jpeg|...>;base64 URI")
+    try:
+        raw = base64.b64decode(value[m.end() :], validate=True)
+    except ValueError as e:
+        raise ValueError(f"image data URI: not valid base64 ({e})") from None
+    out = Path(folder) / (hashlib.sha256(raw).hexdigest()[:16] + _SUFFIX[m.group(1).lower()])
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(out.suffix + ".partial")
+        tmp.write_bytes(raw)
+        tmp.replace(out)
+    return out
 
 
 def draw_pairs(image: str | Path, result: dict[str, Any]) -> Image.Image:

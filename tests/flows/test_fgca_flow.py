@@ -17,7 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.fgca import FgcaGateFailed, fgca_generation
+from flows.fgca import fgca_generation
+from iea.align.fgca import FgcaGateFailed
 from iea.data.pascal_classes import class_phrase
 from iea.models.refs import prepare_tiny
 

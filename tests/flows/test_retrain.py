@@ -56,3 +56,16 @@ def test_the_demo_retrains_with_the_best_thresholds_other_than_the_configs(tmp_p
         "t_clarity": 200,
         "t_conf": 0.1,
     }
+
+
+def test_the_demo_report_quotes_the_ablation_table_and_its_command(tmp_path):
+    from flows.demo import EXPERIMENTS_MD, ablation_section
+
+    lines = ablation_section(EXPERIMENTS_MD)
+    assert any(x.startswith(".venv/bin/iea experiment ablations") for x in lines)
+    rows = [x for x in lines if x.startswith("| ")]
+    assert rows[0].startswith("| row |") and any(x.startswith("| no_nmi |") for x in rows)
+    md = tmp_path / "E.md"
+    md.write_text("# E\n\n## Other\n\n| a |\n")
+    assert "no section" in ablation_section(md)[0]
+    assert "No `EXPERIMENTS.md`" in ablation_section(tmp_path / "none.md")[0]

@@ -9,11 +9,17 @@ the trained model."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -193,6 +199,41 @@ def test_predict_from_the_registry_uri(trained, workdir, tmp_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["pairs"] == result["pairs"]
+
+
+BARE = """
+import json, mlflow
+model = mlflow.pyfunc.load_model("models:/iea-jmasa/1")
+example = model.input_example
+assert example is not None, "no input example logged"
+print(json.dumps({"text": list(example["text"]), "answers": model.predict(example)}))
+"""
+
+
+def test_a_version_answers_its_input_example_in_a_bare_process(
+    trained, workdir, model_cache, tmp_path
+):
+    """A process started in an empty folder whose environment holds only ``PATH``, the
+    tracking store's URI and where base models come from (the model cache stands in for the
+    hub): it loads the version, reads its logged input example (a dev tweet, the image inline)
+    and answers it, the interpreter's cache going to a store of its own."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}",
+        "IEA_RUNTIME__MODEL_CACHE": str(model_cache),
+        "IEA_STORE__ROOT": str(tmp_path / "store"),
+        "OMP_NUM_THREADS": "2",
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", BARE], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    (answer,) = out["answers"]
+    assert answer["text"] == out["text"][0] and answer["parsed"]
+    assert isinstance(answer["pairs"], list) and answer["ablation"] == "full"
+    assert list((tmp_path / "store").rglob("*")), "the interpreter cached nothing"
 
 
 def test_the_trained_model_passes_every_gate_and_predict_answers_with_the_champion(
@@ -471,6 +512,79 @@ def test_retrain_reuses_every_stage_and_decides_on_the_same_version(
     assert "promote" not in out["stages"] and out["decision"] is None  # --no-promote
     assert out["test"]["jmasa_f1"] == pytest.approx(trained["test"]["jmasa_f1"])
     assert "jmasa" in res.stderr and "registered models:/iea-jmasa/1" in res.stderr
+
+
+KILL = ["jmasa.train.epochs=2", "jmasa.train.checkpoint_every=10"]
+"""A JMASA recipe of its own (a new model key) that checkpoints early: 25 steps per epoch."""
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.rglob("*.safetensors"))
+    assert files, f"no weights under {folder}"
+    return {f"{f.relative_to(folder)}:{k}": v for f in files for k, v in load_file(f).items()}
+
+
+def test_retrain_killed_in_fine_tuning_resumes_to_the_same_registered_model(
+    trained, overrides, workdir, tmp_path
+):
+    """``iea retrain`` SIGKILLed while the JMASA model fine-tunes (after its first
+    checkpoint, before its end); the rerun skips every finished stage, resumes from that
+    checkpoint and registers a model whose weights are those of an uninterrupted run (the same
+    key trained again, from scratch, in place of the resumed folder)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.registry import resolve
+    from iea.models.finetune import latest_checkpoint
+
+    ov = [*overrides, *KILL]
+    models = workdir / "work" / "models" / "jmasa"
+    before = set(models.iterdir())
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    cmd = [sys.executable, "-m", "flows.cli", "retrain", "--config", DEMO, "--no-promote", *ov]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline, work = time.monotonic() + 600, None
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            new = set(models.iterdir()) - before
+            if new and latest_checkpoint(work := new.pop()) is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed_at = int(latest_checkpoint(work).name.split("-")[1])
+    assert 0 < killed_at < 50 and not (work / "result.json").exists()
+
+    def run() -> dict:
+        res = CliRunner().invoke(app, ["retrain", "--config", DEMO, "--no-promote", *ov])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    out = run()
+    assert {k: out["stages"][k] for k in ("preprocess", "fgca", "aligner")} == {
+        k: "skipped (reused)" for k in ("preprocess", "fgca", "aligner")
+    }
+    assert out["stages"]["jmasa"] == "ran" and out["stages"]["register"] == "ran"
+    report = json.loads((work / "result.json").read_text())
+    assert report["resumed_from"] == killed_at and report["steps"] == 50
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    registered = _weights(resolve(out["uri"], tmp_path / "registered").model_dir)
+
+    work.rename(tmp_path / "resumed")  # the same key again: trained from scratch, uninterrupted
+    again = run()
+    assert again["stages"]["jmasa"] == "ran" and again["version"] == out["version"]
+    assert json.loads((work / "result.json").read_text())["resumed_from"] is None
+    uninterrupted = _weights(work / "model")
+    assert registered.keys() == uninterrupted.keys()
+    for k, v in uninterrupted.items():
+        torch.testing.assert_close(registered[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    assert again["dev"]["jmasa_f1"] == pytest.approx(out["dev"]["jmasa_f1"])
 
 
 def test_batch_predict_streams_answers_and_lists_every_failure(workdir, overrides, tmp_path):
