@@ -634,6 +634,7 @@ def retrain_cmd(
         _fail(f"{type(e).__name__}: {e}")
     for stage, state in result["stages"].items():
         _progress(f"{stage:<11} {state}")
+    _progress("seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in result["seconds"].items()))
     _progress(f"registered {result['uri']}; test JMASA F1 {result['test']['jmasa_f1']:.4f}")
     if result["decision"]:
         for r in result["decision"]["reasons"]:

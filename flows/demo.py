@@ -228,6 +228,13 @@ def write_report(settings, dst: Path, runs: list[dict], search: dict, batch: dic
         "|---|---|",
         *[f"| {k} | {v:.0f} |" for k, v in timings.items()],
         "",
+        *[
+            f"Retrain {n}, seconds per stage: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in r.get("seconds", {}).items())
+            + "."
+            for n, r in enumerate(runs, 1)
+        ],
+        "",
         "## Metrics per stage",
         "",
         "| run | stages | version | dev JMASA F1 | test JMASA F1 | test MATE F1"

@@ -10,6 +10,7 @@ fine-tuning from its last checkpoint.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ def retrain(
 
     Returns:
         ``{"stages": {stage: "ran" | "skipped (reused)"}, "version", "uri", "dev", "test",
-        "decision", "configs"}``; ``decision`` is None without ``promote``.
+        "decision", "configs", "run_id", "seconds": {step: wall seconds}}``; ``decision`` is
+        None without ``promote``.
     """
     from flows.promotion import promote_version
     from flows.train import jmasa_finetune
@@ -86,12 +88,16 @@ def retrain(
         "jmasa": _state(trained["reused"]),
         "register": "skipped (version exists)" if registered["reused"] else "ran",
     }
+    seconds = dict(trained["seconds"])
     decision = None
     if promote:
+        start = time.perf_counter()
         decision = promote_version(configs, overrides, registered["version"])
+        seconds["promote"] = time.perf_counter() - start
         stages["promote"] = decision["action"]
     for stage, state in stages.items():
         logger.info("%-10s %s", stage, state)
+    logger.info("seconds: %s", ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
     return {
         "stages": stages,
         "version": registered["version"],
@@ -101,4 +107,5 @@ def retrain(
         "decision": decision,
         "configs": configs,
         "run_id": trained["run_id"],
+        "seconds": seconds,
     }

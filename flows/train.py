@@ -10,7 +10,9 @@ live there too: a rerun reuses it, a killed run resumes from the last checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,16 @@ def _register(
     client.set_registered_model_alias(name, "challenger", str(version))  # flows/promotion.py
     uri = f"models:/{name}/{version}"
     return {"name": name, "version": int(version), "uri": uri, "reused": False}
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], stage: str):
+    """Add the block's wall time to ``seconds[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def _example(tweets: list, images_dir: Path | None) -> dict[str, str] | None:
@@ -497,7 +509,9 @@ def jmasa_finetune(
             "the folder holding each tweet's image_id)"
         )
     logger = get_run_logger()
-    data = twitter_preprocessing(config, overrides)
+    seconds: dict[str, float] = {}  # wall time per stage, as the retrain flow prints it
+    with _timed(seconds, "preprocess"):
+        data = twitter_preprocessing(config, overrides)
     _, images_dir = prepare_source(settings)
     store = open_store(settings.store)
     tweets = {
@@ -509,13 +523,18 @@ def jmasa_finetune(
         for s in SPLITS
     }
     regions = ablation in NEEDS_REGIONS
-    aligner = aligner_training(config, overrides) if regions else None
+    with _timed(seconds, "fgca+aligner"):
+        aligner = aligner_training(config, overrides) if regions else None
     whole = ablation in WHOLE_IMAGE
-    inputs = {s: tweet_inputs_task(settings, tweets[s], images_dir, regions, whole) for s in SPLITS}
-    aligned = {
-        s: align_task(settings, aligner, inputs[s]) if regions else [[] for _ in inputs[s]]
-        for s in SPLITS
-    }
+    with _timed(seconds, "interpret"):
+        inputs = {
+            s: tweet_inputs_task(settings, tweets[s], images_dir, regions, whole) for s in SPLITS
+        }
+    with _timed(seconds, "align"):
+        aligned = {
+            s: align_task(settings, aligner, inputs[s]) if regions else [[] for _ in inputs[s]]
+            for s in SPLITS
+        }
     examples = {s: jmasa_examples(inputs[s], aligned[s], ablation=ablation)[0] for s in SPLITS}
     quality = {s: alignment_quality(tweets[s], aligned[s]) for s in SPLITS}
     precision = {s: q[0] for s, q in quality.items()}
@@ -542,7 +561,8 @@ def jmasa_finetune(
             )
         mlflow.log_metrics({f"coverage/{s}": v for s, v in cov.items()})
         mlflow.log_metrics({f"alignment_precision/{s}": v for s, v in precision.items()})
-        result = train_jmasa_task(settings, examples, tweets, key, ablation)
+        with _timed(seconds, "train+evaluate"):
+            result = train_jmasa_task(settings, examples, tweets, key, ablation)
         _log_history(result["history"])
         mlflow.log_metrics({f"test/{k}": v for k, v in result["test"].items()})
         mlflow.log_metrics({f"selected/dev_{k}": v for k, v in result["dev"].items()})
@@ -557,26 +577,27 @@ def jmasa_finetune(
         registered = None
         if register:
             model_dir = Path(result["model_dir"])
-            registered = _register(
-                "jmasa",
-                settings,
-                model_dir,
-                {
-                    "ablation": ablation,
-                    "dataset.version": data["version"],
-                    "dataset.prefix": data["store_prefix"],
-                    "test.jmasa_f1": f"{result['test']['jmasa_f1']:.4f}",
-                    "model.key": key,
-                    **(
-                        {"aligner.key": aligner["key"], "fgca.version": aligner["fgca_version"]}
-                        if aligner
-                        else {}
-                    ),
-                },
-                run,
-                aligner_dir=aligner["model_dir"] if aligner else None,
-                example=_example(tweets["dev"] or tweets["test"], images_dir),
-            )
+            with _timed(seconds, "register"):
+                registered = _register(
+                    "jmasa",
+                    settings,
+                    model_dir,
+                    {
+                        "ablation": ablation,
+                        "dataset.version": data["version"],
+                        "dataset.prefix": data["store_prefix"],
+                        "test.jmasa_f1": f"{result['test']['jmasa_f1']:.4f}",
+                        "model.key": key,
+                        **(
+                            {"aligner.key": aligner["key"], "fgca.version": aligner["fgca_version"]}
+                            if aligner
+                            else {}
+                        ),
+                    },
+                    run,
+                    aligner_dir=aligner["model_dir"] if aligner else None,
+                    example=_example(tweets["dev"] or tweets["test"], images_dir),
+                )
         run_id = run.info.run_id
     logger.info(
         "JMASA test F1 %.3f (untrained %.3f)",
@@ -602,4 +623,5 @@ def jmasa_finetune(
         "predictions": result["predictions"],
         "reused": result["reused"],
         "train_seconds": result["train_seconds"],
+        "seconds": seconds,
     }

@@ -510,6 +510,10 @@ def test_retrain_reuses_every_stage_and_decides_on_the_same_version(
         "register": "skipped (version exists)",
     }
     assert "promote" not in out["stages"] and out["decision"] is None  # --no-promote
+    assert list(out["seconds"]) == [
+        "preprocess", "fgca+aligner", "interpret", "align", "train+evaluate", "register"
+    ]  # fmt: skip
+    assert all(v >= 0 for v in out["seconds"].values()) and "seconds: preprocess" in res.stderr
     assert out["test"]["jmasa_f1"] == pytest.approx(trained["test"]["jmasa_f1"])
     assert "jmasa" in res.stderr and "registered models:/iea-jmasa/1" in res.stderr
 
