@@ -16,8 +16,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	PIP=$(BIN)/pip EXTRAS=dev sh docker/install.sh
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -207,6 +207,55 @@ def flow_preprocess(
     )
 
 
+@flow_app.command("data-validation")
+def flow_data_validation(
+    config: list[Path] = _config_option(),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides"),
+) -> None:
+    """Run the data_validation flow: every stored dataset version against today's suites."""
+    _settings(config, overrides)
+    from flows.data_validation import data_validation
+
+    _run_flow(data_validation, _configs(config), list(overrides or []))
+
+
+@app.command("deploy")
+def deploy_cmd(
+    server: str | None = typer.Option(
+        None, "--server", help="the Prefect API URL (default: PREFECT_API_URL)"
+    ),
+    file: Path = typer.Option(None, "--file", help="the deployment file (default: prefect.yaml)"),
+    app_dir: Path | None = typer.Option(
+        None, "--app-dir", help="where workers find this repository (default: the file's folder)"
+    ),
+    config: list[Path] = _config_option(required=False),
+) -> None:
+    """Create or update the work pools, concurrency limits and deployments of prefect.yaml
+    on a Prefect server; running it twice leaves the same state."""
+    import os
+
+    from flows.deploy import DEFAULT_FILE, DeployError, apply, load_plan
+
+    if server:
+        os.environ["PREFECT_API_URL"] = server
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("no Prefect server: pass --server URL or set PREFECT_API_URL")
+    try:
+        plan = load_plan(file or DEFAULT_FILE, app_dir, _configs(config))
+        done = apply(plan)
+    except DeployError as e:
+        _fail(e)
+    except Exception as e:  # the server is unreachable or refused an item
+        _fail(f"{type(e).__name__}: {e}")
+    for kind in ("pools", "limits"):
+        for name, state in done[kind].items():
+            _progress(f"{kind[:-1]:<6} {name}: {state}")
+    for d in plan.deployments:
+        crons = ", ".join(s["cron"] for s in d.schedules) or "manual"
+        _progress(f"deployment {d.flow_name}/{d.name} on {d.work_pool} ({crons})")
+    _emit(done)
+
+
 @app.command("interpret")
 def interpret_cmd(
     image: Path = typer.Option(..., "--image", help="an image file"),

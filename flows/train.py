@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows import tracking
+from flows.gpu import gpu_slot
 from iea.config import ModelStageSettings, Settings, load_settings
 from iea.keys import aligner_key, jmasa_key
 from iea.models.finetune import FinetuneConfig, load_trained, save_trained
@@ -255,17 +256,18 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
                 "the last epoch (the test split never selects a model)",
                 fgca["version"],
             )
-        model, res = train(
-            model,
-            processor,
-            examples,
-            cfg,
-            out_dir=work,
-            log=MlflowStepLogger(),
-            evaluate=evaluate,
-            select=DEV_SELECT if evaluate else None,
-            progress="train aligner",
-        )
+        with gpu_slot(stage.pool, "aligner training"):
+            model, res = train(
+                model,
+                processor,
+                examples,
+                cfg,
+                out_dir=work,
+                log=MlflowStepLogger(),
+                evaluate=evaluate,
+                select=DEV_SELECT if evaluate else None,
+                progress="train aligner",
+            )
         result = _finish(
             model,
             processor,
@@ -388,7 +390,8 @@ def tweet_inputs_task(
     from iea.vision.interpreter import ImageInterpreter
 
     interpreter = ImageInterpreter(settings, open_store(settings.store)) if regions else None
-    return tweet_inputs(tweets, images_dir, interpreter, whole_image=whole_image)
+    with gpu_slot(settings.interpreter.pool if regions else "cpu", "interpretation"):
+        return tweet_inputs(tweets, images_dir, interpreter, whole_image=whole_image)
 
 
 @task(cache_policy=NONE)
@@ -443,20 +446,21 @@ def train_jmasa_task(
     if reused is not None:
         model, processor, result = reused
     else:
-        model, processor = _load_model(settings, "jmasa")
-        before, _ = evaluate(model, "test")  # the untrained model: a floor to beat
-        model = prepare_model(model, cfg)
-        model, res = train(
-            model,
-            processor,
-            train_examples,
-            cfg,
-            out_dir=work,
-            log=MlflowStepLogger(),
-            evaluate=lambda m: evaluate(m)[0],
-            select="jmasa_f1",
-            progress="train jmasa",
-        )
+        with gpu_slot(stage.pool, "jmasa training"):
+            model, processor = _load_model(settings, "jmasa")
+            before, _ = evaluate(model, "test")  # the untrained model: a floor to beat
+            model = prepare_model(model, cfg)
+            model, res = train(
+                model,
+                processor,
+                train_examples,
+                cfg,
+                out_dir=work,
+                log=MlflowStepLogger(),
+                evaluate=lambda m: evaluate(m)[0],
+                select="jmasa_f1",
+                progress="train jmasa",
+            )
         result = _finish(
             model,
             processor,

@@ -1,0 +1,249 @@
+"""``iea deploy`` against a real Prefect server this module starts (``prefect server start`` on a
+free loopback port, its own sqlite database): pools, the ``gpu`` limit and the deployments of
+``prefect.yaml`` exist with their crons, applying twice changes nothing, the scheduler makes
+the crons' runs, a process worker runs the ``data-validation`` deployment with the demo config
+to completion, and two GPU-stage runs under ``gpu`` = 1 never hold the device at once.
+About a minute."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.services
+REPO = Path(__file__).resolve().parents[2]
+DEMO = str(REPO / "configs" / "demo.yaml")
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+    yield {"url": url, "home": home}
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _env(server, **extra) -> dict:
+    return {
+        **os.environ,
+        "PREFECT_API_URL": server["url"],
+        "PREFECT_HOME": str(server["home"] / "client"),
+        **extra,
+    }
+
+
+def _iea(server, *args, timeout=300) -> subprocess.CompletedProcess:
+    run = subprocess.run(
+        [str(BIN / "iea"), *args], cwd=REPO, env=_env(server), capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def _client_call(server, fn):
+    """Run ``await fn(client)`` against the test server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    async def go():
+        from prefect import get_client
+
+        async with get_client() as client:
+            return await fn(client)
+
+    with temporary_settings({PREFECT_API_URL: server["url"]}):
+        return asyncio.run(go())
+
+
+async def _state(client) -> dict:
+    deps = await client.read_deployments()
+    out = {}
+    for d in deps:
+        scheds = await client.read_deployment_schedules(d.id)
+        out[d.name] = {
+            "id": str(d.id),
+            "pool": d.work_pool_name,
+            "crons": sorted(s.schedule.cron for s in scheds),
+            "params": d.parameters,
+        }
+    pools = {p.name: p.type for p in await client.read_work_pools()}
+    gpu = await client.read_global_concurrency_limit_by_name("gpu")
+    return {"deployments": out, "pools": pools, "gpu": gpu.limit}
+
+
+@pytest.fixture(scope="module")
+def deployed(server):
+    first = json.loads(_iea(server, "deploy", "--config", "configs/demo.yaml").stdout)
+    state = _client_call(server, _state)
+    return {"first": first, "state": state}
+
+
+def test_deploy_creates_pools_limit_and_deployments_with_their_crons_and_twice_is_the_same(
+    server, deployed
+):
+    state = deployed["state"]
+    assert state["pools"] == {"cpu": "process", "gpu": "docker"} and state["gpu"] == 1
+    deps = state["deployments"]
+    assert set(deps) == {"retrain", "data-validation", "threshold-search", "batch-predict"}
+    assert deps["retrain"]["crons"] == ["0 3 * * 1"] and deps["retrain"]["pool"] == "gpu"
+    assert deps["data-validation"]["crons"] == ["0 2 * * *"]
+    assert deps["data-validation"]["pool"] == "cpu" and deps["threshold-search"]["crons"] == []
+    assert deps["retrain"]["params"] == {"promote": True, "config": ["configs/demo.yaml"]}
+    assert deployed["first"]["pools"] == {"cpu": "created", "gpu": "created"}
+
+    again = json.loads(_iea(server, "deploy", "--config", "configs/demo.yaml").stdout)
+    assert again["pools"] == {"cpu": "unchanged", "gpu": "unchanged"}
+    assert again["deployments"] == deployed["first"]["deployments"]  # the same ids
+    assert _client_call(server, _state) == state
+
+
+def test_the_crons_make_scheduled_runs(server, deployed):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    ids = {n: d["id"] for n, d in deployed["state"]["deployments"].items()}
+
+    async def scheduled(client):
+        out = {}
+        for name in ("retrain", "data-validation"):
+            runs = await client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[ids[name]]))
+            )
+            out[name] = sorted(
+                r.expected_start_time for r in runs if r.state and r.state.is_scheduled()
+            )
+        return out
+
+    deadline = time.monotonic() + 60
+    while True:
+        runs = _client_call(server, scheduled)
+        if all(len(v) >= 3 for v in runs.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert all(len(v) >= 3 for v in runs.values()), runs
+    assert all(t.weekday() == 0 and (t.hour, t.minute) == (3, 0) for t in runs["retrain"])
+    nightly = runs["data-validation"]
+    assert all((t.hour, t.minute) == (2, 0) for t in nightly)
+    gaps = {(b - a).total_seconds() for a, b in zip(nightly, nightly[1:], strict=False)}
+    assert gaps == {86400.0}
+
+
+def test_a_process_worker_runs_the_data_validation_deployment_to_completion(
+    server, deployed, tmp_path
+):
+    overrides = [
+        f"data.work_dir={tmp_path / 'work'}",
+        f"store.root={tmp_path / 'store'}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}",
+        f"tracking.artifact_root={tmp_path / 'mlruns' / 'artifacts'}",
+        "data.synthetic.n_train=20",
+        "data.synthetic.n_dev=10",
+        "data.synthetic.n_test=10",
+    ]
+    _iea(server, "flow", "preprocess", "--config", DEMO, *overrides)  # a stored version
+    dep_id = deployed["state"]["deployments"]["data-validation"]["id"]
+
+    async def create(client):
+        run = await client.create_flow_run_from_deployment(
+            dep_id, parameters={"overrides": overrides}
+        )
+        return run.id
+
+    run_id = _client_call(server, create)
+    worker = subprocess.run(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "cpu", "--type", "process",
+         "--run-once"],
+        cwd=tmp_path, env=_env(server), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+
+    async def read(client):
+        return await client.read_flow_run(run_id)
+
+    run = _client_call(server, read)
+    assert run.state.is_completed(), (run.state, worker.stdout[-3000:])
+    (done,) = (tmp_path / "store" / "datasets" / "twitter").glob("*/*/revalidation.json")
+    assert json.loads(done.read_text())["success"] is True
+
+
+GPU_CHECK = "import json; from flows.gpu import gpu_check; print(json.dumps(gpu_check(3.0)))"
+
+
+def test_two_gpu_stage_runs_never_hold_the_slot_at_once(server, deployed):
+    """Two flow runs released together, each holding a ``gpu`` slot for 3 s under a limit of
+    1: the intervals in which they held it (from each run's own clock and from its task run's
+    state times) do not overlap, so one waited for the other."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", GPU_CHECK],
+            cwd=REPO,
+            env=_env(server),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    held = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        held.append(json.loads(out.strip().splitlines()[-1]))
+    (a, b) = sorted(held, key=lambda h: h["start"])
+    assert b["start"] >= a["end"] - 0.05, held  # no overlap (50 ms of clock slack)
+
+    async def task_runs(client):
+        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+        runs = await client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="hold_gpu"))
+        )
+        return sorted((r.start_time, r.end_time) for r in runs if r.state.is_completed())
+
+    spans = _client_call(server, task_runs)
+    assert len(spans) == 2
+    assert (spans[1][1] - spans[0][0]).total_seconds() >= 6.0  # served one after the other
