@@ -179,10 +179,22 @@ def eval_cmd(
 @config_app.command("show")
 def config_show(
     config: list[Path] | None = _config_option(required=False),
+    sources: bool = typer.Option(False, "--sources", help="say where each value came from"),
     overrides: list[str] = typer.Argument(None, help="key=value overrides"),
 ) -> None:
-    """Print the resolved settings."""
-    _emit(_settings(config, overrides).public_dump())
+    """Print the resolved settings (with --sources: where each value came from: default, a
+    config file, an environment variable or an override)."""
+    if not sources:
+        _emit(_settings(config, overrides).public_dump())
+        return
+    from iea.config import ConfigError, setting_sources
+
+    try:
+        found = setting_sources(_configs(config), overrides or [])
+    except ConfigError as e:
+        _fail(e)
+    flat = _settings(config, overrides).flat()
+    _emit({key: {"value": flat[key], "from": src} for key, src in found.items()})
 
 
 @flow_app.command("preprocess")
@@ -787,12 +799,19 @@ def predict_cmd(
     aligner: Path | None = typer.Option(
         None, "--aligner", help="the aligner folder, with a model folder that needs one"
     ),
-    tracking_uri: str = typer.Option("sqlite:///mlruns/mlflow.db", "--tracking-uri"),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="the registry's tracking store (default: --config's tracking.uri, else "
+        "MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db)",
+    ),
     out: Path | None = typer.Option(
         None, "--out", help="folder for prediction.json and overlay.png"
     ),
+    config: list[Path] | None = _config_option(required=False),
 ) -> None:
     """Aspect-polarity pairs of one tweet as JSON, each with the region that backs it."""
+    tracking_uri = tracking_uri or _settings(config, None).tracking.uri
     from flows import set_offline_defaults
 
     set_offline_defaults()

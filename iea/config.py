@@ -1,8 +1,12 @@
 """Typed settings for every stage, with each default defined exactly once.
 
-Precedence, lowest first: the defaults below < a YAML file (``configs/*.yaml``) < environment
-variables ``IEA_<SECTION>__<KEY>`` (e.g. ``IEA_STORE__BUCKET=iea``) < CLI ``key=value`` overrides
-(``segment.num_regions=3``). Every problem in every source is collected and raised together as
+Precedence, lowest first: the defaults below < the ecosystem's own variables
+(:data:`ECOSYSTEM_ENV`: ``MLFLOW_TRACKING_URI``, ``MLFLOW_S3_ENDPOINT_URL``, ``AWS_*``) < a YAML
+file (``configs/*.yaml``) < environment variables ``IEA_<SECTION>__<KEY>`` (e.g.
+``IEA_STORE__BUCKET=iea``) < CLI ``key=value`` overrides (``segment.num_regions=3``). So a
+config that leaves a value unset lets ``MLFLOW_TRACKING_URI`` & co. decide it, as their users
+expect; :func:`setting_sources` says where each resolved value came from (``iea config show
+--sources``). Every problem in every source is collected and raised together as
 one :class:`ConfigError` before any work starts.
 
 Secrets (``store.access_key``, ``store.secret_key``; :data:`SECRET_KEYS`) are ``SecretStr``:
@@ -34,6 +38,17 @@ from pydantic import (
 ENV_PREFIX = "IEA_"
 SECRET_KEYS = frozenset({"store.access_key", "store.secret_key"})
 """Settings that are credentials: never written anywhere (module doc)."""
+
+ECOSYSTEM_ENV: dict[str, tuple[str, ...]] = {
+    "tracking.uri": ("MLFLOW_TRACKING_URI",),
+    "store.endpoint": ("MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "store.access_key": ("AWS_ACCESS_KEY_ID",),
+    "store.secret_key": ("AWS_SECRET_ACCESS_KEY",),
+    "store.region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+}
+"""Setting -> the variables of MLflow / the AWS SDKs that set it when no config file, ``IEA_*``
+variable or override does (the first one set wins). An endpoint URL's scheme sets
+``store.secure`` (``https``) and is stripped (``store.endpoint`` is ``host:port``)."""
 
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@]*:)([^\s@/]+)(@)")
 
@@ -416,8 +431,8 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     base: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Resolve defaults < ``base`` < YAML file(s) < ``IEA_*`` env vars < ``key=value``
-    overrides.
+    """Resolve defaults < the ecosystem's variables (:data:`ECOSYSTEM_ENV`) < ``base`` < YAML
+    file(s) < ``IEA_*`` env vars < ``key=value`` overrides.
 
     Args:
         config: a YAML file whose nested keys mirror :class:`Settings`, a list of them (later
@@ -430,9 +445,29 @@ def load_settings(
     Raises:
         ConfigError: listing every unreadable file, bad override, unknown key and invalid value.
     """
+    settings, _ = _load(config, overrides, env, base)
+    return settings
+
+
+def _load(
+    config: str | Path | Sequence[str | Path] | None,
+    overrides: Iterable[str],
+    env: Mapping[str, str] | None,
+    base: Mapping[str, Any] | None,
+) -> tuple[Settings, dict[str, str]]:
+    """:func:`load_settings`, and the source of every key a source set."""
     problems: list[str] = []
-    merged: dict[str, Any] = copy.deepcopy(dict(base)) if base else {}
+    merged: dict[str, Any] = {}
     origin: dict[str, str] = {}
+    env = os.environ if env is None else env
+    for key, (value, name) in ecosystem_values(env).items():
+        _set(merged, key, value)
+        origin[key] = f"env {name}"
+    for key, value in _flatten(base or {}).items():  # saved settings: like a config file
+        if value is None and (key in SECRET_KEYS or key in ECOSYSTEM_ENV):
+            continue  # left out or unset when saved: this environment may supply it
+        _set(merged, key, copy.deepcopy(value))
+        origin.pop(key, None)
 
     for path in config_paths(config):
         try:
@@ -450,7 +485,6 @@ def load_settings(
             _set(merged, key, value)
             origin[key] = str(path)
 
-    env = os.environ if env is None else env
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
@@ -478,7 +512,41 @@ def load_settings(
         settings = None
     if problems:
         raise ConfigError(problems)
-    return settings
+    return settings, origin
+
+
+def ecosystem_values(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """``{setting: (value, the variable it came from)}`` for :data:`ECOSYSTEM_ENV`'s variables
+    set in ``env`` (module doc)."""
+    out: dict[str, tuple[Any, str]] = {}
+    for key, names in ECOSYSTEM_ENV.items():
+        name = next((n for n in names if env.get(n)), None)
+        if name is None:
+            continue
+        value: Any = env[name]
+        if key == "store.endpoint":
+            scheme, sep, rest = value.partition("://")
+            if sep:
+                value = rest.rstrip("/")
+                out["store.secure"] = (scheme == "https", name)
+        out[key] = (value, name)
+    return out
+
+
+def setting_sources(
+    config: str | Path | Sequence[str | Path] | None = None,
+    overrides: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """``{"section.key": where its value came from}`` for every public setting: ``default``,
+    ``env NAME`` (an ``IEA_*`` or ecosystem variable, named, never its value), a config file's
+    path, or ``override 'key=value'`` (a secret's value masked).
+
+    Raises:
+        ConfigError: as :func:`load_settings`.
+    """
+    settings, origin = _load(config, overrides, env, None)
+    return {key: origin.get(key, "default") for key in settings.flat()}
 
 
 def saved_settings(saved: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:

@@ -50,3 +50,18 @@ def test_config_is_repeatable_on_commands_and_every_file_error_is_named(tmp_path
     )
     assert res.exit_code == 1
     assert f"{bad}: filters.t_conf" in res.output and "nope.yaml: cannot read" in res.output
+
+
+def test_config_show_sources_names_mlflow_tracking_uri(monkeypatch):
+    import json
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    demo = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+    res = CliRunner().invoke(app, ["config", "show", "--config", demo, "--sources"])
+    assert res.exit_code == 0, res.output
+    shown = json.loads(res.stdout)
+    assert shown["tracking.uri"] == {
+        "value": "http://mlflow.example:5000",
+        "from": "env MLFLOW_TRACKING_URI",
+    }
+    assert shown["tracking.experiment"]["from"] == demo

@@ -143,3 +143,49 @@ def test_model_key_holds_eval_every_only_when_it_changes_the_selection():
     assert key("jmasa.train.eval_every=1") == base  # the behaviour before the setting existed
     assert key("jmasa.train.eval_every=2") != base
     assert key("jmasa.train.epochs=31") != base
+
+
+def test_the_ecosystems_variables_decide_what_no_config_sets(tmp_path):
+    env = {
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "MLFLOW_S3_ENDPOINT_URL": "https://minio.example:9000/",
+        "AWS_ACCESS_KEY_ID": "ak",
+        "AWS_SECRET_ACCESS_KEY": "sk",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }
+    s = load_settings(REPO / "configs" / "demo.yaml", env=env)  # it sets no tracking.uri
+    assert s.tracking.uri == "http://mlflow:5000"
+    assert (s.store.endpoint, s.store.secure, s.store.region) == (
+        "minio.example:9000",
+        True,
+        "eu-west-1",
+    )
+    assert s.store.access_key.get_secret_value() == "ak"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tracking:\n  uri: sqlite:///x.db\n")
+    assert load_settings(cfg, env=env).tracking.uri == "sqlite:///x.db"  # a config wins
+    assert load_settings(None, ["tracking.uri=file:/y"], env=env).tracking.uri == "file:/y"
+    iea_env = {**env, "IEA_TRACKING__URI": "sqlite:///z.db"}
+    assert load_settings(None, env=iea_env).tracking.uri == "sqlite:///z.db"
+    # a saved config (a registered model's) is like a config file, but its left-out secrets
+    # and unset endpoint come from this environment
+    saved = load_settings(cfg, env={}).public_dump()
+    back = load_settings(None, env=env, base=saved)
+    assert back.tracking.uri == "sqlite:///x.db" and back.store.endpoint == "minio.example:9000"
+    assert back.store.secret_key.get_secret_value() == "sk"
+
+
+def test_setting_sources_name_where_each_value_came_from(tmp_path):
+    from iea.config import setting_sources
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("filters:\n  t_size: 10\n")
+    env = {"MLFLOW_TRACKING_URI": "http://m:5000", "IEA_STORE__BUCKET": "b",
+           "AWS_SECRET_ACCESS_KEY": "not-shown"}  # fmt: skip
+    src = setting_sources(cfg, ["segment.num_regions=3"], env=env)
+    assert src["filters.t_size"] == str(cfg)
+    assert src["tracking.uri"] == "env MLFLOW_TRACKING_URI"
+    assert src["store.bucket"] == "env IEA_STORE__BUCKET"
+    assert src["segment.num_regions"] == "override 'segment.num_regions=3'"
+    assert src["runtime.seed"] == "default"
+    assert "not-shown" not in repr(src)
