@@ -1,7 +1,10 @@
 """Prefect flow ``fgca_generation``: PASCAL-Context -> regions -> E -> LLM text -> spans -> GX
 gate -> split -> versioned store -> MLflow.
 
-Work is done in batches of ``fgca.batch_size`` images, each image's outcome cached by content
+A run writes its files into a staging folder of its own (``fgca.work_dir/runs/<id>``) and
+publishes it whole as ``fgca.work_dir/versions/<version>`` (one rename; a failed run leaves its
+staging folder, quarantine and all, for inspection). Work is done in batches of
+``fgca.batch_size`` images, each image's outcome cached by content
 (``iea.align.build``), so a rerun after a crash continues where it stopped. Nothing is dropped
 silently: images that fail (unreadable, phrases missing after ``max_attempts`` texts, a warning
 check) and rows that fail a check go to ``quarantine.jsonl`` with the reason.
@@ -10,6 +13,9 @@ check) and rows that fail a check go to ``quarantine.jsonl`` with the reason.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import mlflow
@@ -57,9 +63,14 @@ def prepare_pascal(settings: Settings) -> Path:
         / f"pascal-synthetic-s{f.synthetic_seed}-n{f.synthetic_images}-{WORLD_VERSION}"
     )
     if not (out / ".complete").exists():
+        # generated into a folder of this run and published whole (see :func:`publish`)
         get_run_logger().info("generating a synthetic PASCAL-Context in %s", out)
-        generate_pascal_context(out, n_images=f.synthetic_images, seed=f.synthetic_seed)
-        (out / ".complete").touch()
+        staging = out.parent / f".{out.name}-{uuid.uuid4().hex[:12]}"
+        generate_pascal_context(staging, n_images=f.synthetic_images, seed=f.synthetic_seed)
+        (staging / ".complete").touch()
+        if out.exists() and not (out / ".complete").exists():  # a run that stopped half-way
+            shutil.rmtree(out, ignore_errors=True)
+        publish(staging, out)
     return out
 
 
@@ -89,7 +100,9 @@ def fgca_generation(
     f = settings.fgca
     logger = get_run_logger()
     store = open_store(settings.store)
-    out_dir = Path(out) if out else Path(f.work_dir) / "latest"
+    # A run of its own writes into its own staging folder and publishes it whole, under the
+    # version, once it is complete: two runs at once never share a folder.
+    out_dir = Path(out) if out else Path(f.work_dir) / "runs" / uuid.uuid4().hex[:12]
     out_dir.mkdir(parents=True, exist_ok=True)
 
     root = prepare_pascal(settings)
@@ -181,6 +194,8 @@ def fgca_generation(
             ),
             context="fgca",
         )
+    if out is None:
+        out_dir = publish(out_dir, Path(f.work_dir) / "versions" / version)
     return {
         "version": version,
         "reused": reused,
@@ -189,6 +204,21 @@ def fgca_generation(
         "run_id": run.info.run_id,
         **stats,
     }
+
+
+def publish(staging: Path, dest: Path) -> Path:
+    """Move a complete staging folder to ``dest`` in one rename; when ``dest`` exists (the
+    same version, published by another run) the staging folder is removed instead. Returns
+    ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        try:
+            os.replace(staging, dest)
+            return dest
+        except OSError:  # another run published the same version first
+            pass
+    shutil.rmtree(staging, ignore_errors=True)
+    return dest
 
 
 def _write(path: Path, rows: list[dict]) -> None:

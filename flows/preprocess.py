@@ -2,12 +2,18 @@
 
 The converted dataset is stored under ``datasets/twitter/<name>/<version>/`` where ``version`` is
 the content hash of the canonical split files; a rerun on unchanged input finds that version
-and reuses it instead of writing a new one.
+and reuses it instead of writing a new one. Each run converts into a staging folder of its own
+(``data.work_dir/staging/<name>-<run id>``), removed once the version is stored (kept, with the
+files the validation named, when it fails); the store's writes are atomic and the manifest,
+written last, marks a version complete.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 import warnings
 from pathlib import Path
 
@@ -49,9 +55,12 @@ def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
     )
     done = out / ".complete"
     if not done.exists():
+        # generated into a folder of this run, then published whole by one rename: a run
+        # never reads another run's half-written files
         get_run_logger().info("generating the synthetic Twitter dataset in %s", out)
+        staging = out.parent / f".{out.name}-{uuid.uuid4().hex[:12]}"
         synthetic.generate(
-            out,
+            staging,
             n_train=syn.n_train,
             n_dev=syn.n_dev,
             n_test=syn.n_test,
@@ -60,7 +69,13 @@ def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
             image_size=syn.image_size,
             world=world,
         )
-        done.touch()
+        (staging / ".complete").touch()
+        if out.exists() and not done.exists():  # an earlier run that stopped half-way
+            shutil.rmtree(out, ignore_errors=True)
+        try:
+            os.replace(staging, out)
+        except OSError:  # another run published it first: the same content
+            shutil.rmtree(staging, ignore_errors=True)
     return out / "annotations", out / "images"
 
 
@@ -68,7 +83,8 @@ def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
 def convert_dataset(settings: Settings, src: Path, images: Path | None) -> tuple[Path, dict]:
     """Convert into a staging folder; returns it and the manifest."""
     data = settings.data
-    staging = Path(data.work_dir) / "staging" / data.name
+    # one folder per run: two runs at once (same dataset name) never write into each other's
+    staging = Path(data.work_dir) / "staging" / f"{data.name}-{uuid.uuid4().hex[:12]}"
     logger = get_run_logger()
     manifest = convert(
         data.format,
@@ -163,6 +179,7 @@ def twitter_preprocessing(
         mlflow.log_dict(stored, "manifest.json")
         run_id = run.info.run_id
 
+    shutil.rmtree(staging, ignore_errors=True)  # stored: the store holds every file now
     create_table_artifact(
         key="twitter-counts",
         table=[{"split": s, **c} for s, c in counts.items()],

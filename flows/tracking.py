@@ -21,16 +21,30 @@ def configure(settings: Settings) -> str:
     The experiment's artifacts go to ``tracking.artifact_root`` (a local folder or an
     ``s3://``/``mlflow-artifacts:`` URI).
     """
+    from mlflow.exceptions import MlflowException
+
+    from flows.locks import named_lock
+
     uri = settings.tracking.uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    exp = mlflow.get_experiment_by_name(settings.tracking.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    root = str(settings.tracking.artifact_root)
-    location = root if "://" in root or ":" in root.split("/")[0] else Path(root).resolve().as_uri()
-    return mlflow.create_experiment(settings.tracking.experiment, artifact_location=location)
+    name = settings.tracking.experiment
+    # The first touch of a fresh store creates its schema, then the experiment: writers that
+    # start at once (threads, processes, machines on one Postgres) do both one at a time.
+    with named_lock(uri, "mlflow-setup"):
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        root = str(settings.tracking.artifact_root)
+        local = not ("://" in root or ":" in root.split("/")[0])
+        location = Path(root).resolve().as_uri() if local else root
+        try:
+            return mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException as e:  # created meanwhile by a writer the lock cannot see
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return mlflow.get_experiment_by_name(name).experiment_id
 
 
 @contextlib.contextmanager

@@ -309,8 +309,7 @@ def aligner_training(
     from flows.fgca import fgca_generation, prepare_pascal
 
     settings = load_settings(config, overrides or [])
-    fgca_out = Path(settings.fgca.work_dir) / "latest"
-    fgca = fgca_generation(config, overrides, out=str(fgca_out))
+    fgca = fgca_generation(config, overrides)  # published under its version
     root = prepare_pascal(settings)
     with tracking.start_run(
         settings,

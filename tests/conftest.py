@@ -88,3 +88,41 @@ def files_holding():
     """``files_holding(root, needles)``: the files under ``root`` that contain any needle
     (the canary checks: a credential must be written nowhere)."""
     return _files_holding
+
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+"""The local Postgres server (trust auth); tests that need it skip where it is absent."""
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg2
+
+        psycopg2.connect(f"{PG}/postgres", connect_timeout=3).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh Postgres database, dropped afterwards."""
+    if not _pg_available():
+        pytest.skip("no Postgres at 127.0.0.1:5432")
+    import uuid
+
+    import psycopg2
+
+    name = f"iea_test_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(f"{PG}/postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        cur = admin.cursor()
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        cur.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()

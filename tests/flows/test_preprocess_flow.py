@@ -100,3 +100,31 @@ def test_invalid_records_stop_the_flow(tmp_path, flow_overrides):
         twitter_preprocessing(DEMO, overrides)
     assert "2-" in str(e.value)  # the failing tweet's id (image stem "2")
     assert not (tmp_path / "store" / "datasets" / "twitter" / "broken").exists()
+
+
+def test_two_runs_at_once_stage_apart_and_store_one_version(tmp_path, flow_overrides):
+    """Two preprocessing runs of the same dataset at once (threads): each converts into its
+    own staging folder, both end with the same stored version, and no staging is left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: twitter_preprocessing(DEMO, flow_overrides), range(2)))
+    assert results[0]["version"] == results[1]["version"]
+    assert sorted(r["reused"] for r in results) in ([False, True], [False, False])
+    staging = tmp_path / "work" / "staging"
+    assert not staging.exists() or not any(staging.iterdir())
+    prefix = tmp_path / "store" / results[0]["store_prefix"]
+    assert (prefix / "manifest.json").is_file() and not list(prefix.glob(".tmp-*"))
+
+
+def test_publish_moves_a_staging_folder_once_per_version(tmp_path):
+    from flows.fgca import publish
+
+    a, b = tmp_path / "runs" / "a", tmp_path / "runs" / "b"
+    for d, text in ((a, "first"), (b, "second")):
+        d.mkdir(parents=True)
+        (d / "train.jsonl").write_text(text)
+    dest = tmp_path / "versions" / "v1"
+    assert publish(a, dest) == dest and not a.exists()
+    assert publish(b, dest) == dest and not b.exists()  # the same version: already there
+    assert (dest / "train.jsonl").read_text() == "first"

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 
 import optuna
@@ -21,7 +20,6 @@ from flows.study import counts, open_storage, run_worker
 
 pytestmark = pytest.mark.flows
 REPO = Path(__file__).resolve().parents[2]
-PG = "postgresql://postgres@127.0.0.1:5432"
 
 WORKER = textwrap.dedent(
     """
@@ -41,38 +39,6 @@ WORKER = textwrap.dedent(
     print(run_worker(study, objective, budget, storage_url=url, poll_s=0.2), flush=True)
     """
 )
-
-
-def _pg_available() -> bool:
-    try:
-        import psycopg2
-
-        psycopg2.connect(f"{PG}/postgres", connect_timeout=3).close()
-        return True
-    except Exception:
-        return False
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh Postgres database, dropped afterwards."""
-    if not _pg_available():
-        pytest.skip("no Postgres at 127.0.0.1:5432")
-    import psycopg2
-
-    name = f"iea_optuna_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(f"{PG}/postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        cur = admin.cursor()
-        cur.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-        )
-        cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.close()
 
 
 def _start(url: str, name: str, budget: int, marks: Path, hb: int = 1) -> subprocess.Popen:
