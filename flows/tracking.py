@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,20 +59,52 @@ def start_run(
 ) -> Iterator:
     """Start a run and log the resolved config (params + ``config.yaml`` artifact).
 
-    If a run is already active (a parent flow opened one), the new run is nested under it.
+    If a run is already active (a parent flow opened one), the new run is nested under it. A
+    run ends FINISHED only when the block completes: an exception ends it FAILED, SIGTERM or
+    Ctrl-C KILLED (SIGKILL leaves it RUNNING: never FINISHED either).
     ``system_metrics``: MLflow samples CPU, memory (and GPU, with pynvml) while the run is open.
     """
     experiment_id = configure(settings)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        nested=nested,
-        tags=tags,
-        log_system_metrics=system_metrics,
-    ) as run:
-        log_config(settings)
-        yield run
+    with (
+        _terminated_on_sigterm(),
+        mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=run_name,
+            nested=nested,
+            tags=tags,
+            log_system_metrics=system_metrics,
+        ) as run,
+    ):
+        try:
+            log_config(settings)
+            yield run
+        except (Terminated, KeyboardInterrupt):
+            mlflow.end_run("KILLED")  # stopped from outside: not FAILED, never FINISHED
+            raise
+
+
+class Terminated(BaseException):
+    """The process got SIGTERM while a run was open (raised by the handler
+    :func:`start_run` installs, so the run ends KILLED instead of staying RUNNING)."""
+
+
+@contextlib.contextmanager
+def _terminated_on_sigterm() -> Iterator[None]:
+    """In the main thread, turn SIGTERM into :class:`Terminated` for the block (the default
+    action ends the process with the run left RUNNING); the previous handler after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def log_config(settings: Settings) -> None:

@@ -584,8 +584,63 @@ def save_trained(
     meta = {"base": base_ref, "seed": seed, "kind": kind, "engine": ENGINE_VERSION}
     if kind == "adapter":
         meta["base_fingerprint"] = base_fingerprint(base_ref, seed=seed, cache=cache)
+        meta["probe"] = probe_logits(model, processor)
     (path / "iea_model.json").write_text(json.dumps(meta, indent=2))
     return path
+
+
+PROBE_TEXT = "probe: the dog on the sofa"
+"""A fixed input whose logits a saved adapter records and its loader checks."""
+
+
+@torch.no_grad()
+def probe_logits(model: Any, processor: Any, n: int = 16) -> dict[str, Any]:
+    """The first ``n`` logits at the last position of :data:`PROBE_TEXT` (text only), and the
+    dtype they were computed in: an adapter loaded elsewhere must give them again."""
+    tok = getattr(processor, "tokenizer", processor)
+    ids = tok(PROBE_TEXT, return_tensors="pt")["input_ids"].to(model.device)
+    was_training = model.training
+    model.eval()
+    logits = model(input_ids=ids).logits[0, -1, :n].float().cpu()
+    model.train(was_training)
+    return {"logits": [float(x) for x in logits], "dtype": str(next(model.parameters()).dtype)}
+
+
+def check_adapter_loaded(path: Path, model: Any, processor: Any, meta: dict) -> None:
+    """Refuse an adapter that loaded as something else: every tensor of its safetensors must
+    be in the model (none missing, none left at its initial value), and the probe logits
+    saved with it must come back (within 1e-3 relative, when the dtype is the one it was saved
+    in).
+
+    Raises:
+        ValueError: naming the missing keys or the logit difference.
+    """
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = load_file(str(path / "adapter_model.safetensors"))
+    loaded = get_peft_model_state_dict(model)
+    missing = sorted(set(saved) - set(loaded))
+    differ = [
+        k
+        for k in saved
+        if k in loaded and not torch.equal(saved[k], loaded[k].cpu().to(saved[k].dtype))
+    ]
+    if missing or differ:
+        raise ValueError(
+            f"{path}: the adapter did not load: {len(missing)} of its {len(saved)} tensors are"
+            f" missing from the model ({', '.join(missing[:3])}) and {len(differ)} differ"
+            f" ({', '.join(differ[:3])})"
+        )
+    probe = meta.get("probe")
+    if probe and probe.get("dtype") == str(next(model.parameters()).dtype):
+        now = torch.tensor(probe_logits(model, processor, len(probe["logits"]))["logits"])
+        then = torch.tensor(probe["logits"])
+        if not torch.allclose(now, then, rtol=1e-3, atol=1e-4):
+            raise ValueError(
+                f"{path}: the loaded adapter answers the probe otherwise than at training time"
+                f" (max |diff| {float((now - then).abs().max()):.3g}): not the model it saved"
+            )
 
 
 def check_base(path: str | Path, meta: dict, now: str) -> None:
@@ -603,6 +658,40 @@ def check_base(path: str | Path, meta: dict, now: str) -> None:
         )
 
 
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
+"""Files that unpickle (run code) when loaded: a trained folder holds safetensors only."""
+CODE_KEYS = ("auto_map",)
+"""Config keys that make transformers import code shipped with a model."""
+
+
+def check_trained_folder(path: str | Path) -> None:
+    """Refuse a trained folder that could run code when loaded: a pickle-format file (any of
+    :data:`PICKLE_SUFFIXES`, next to or instead of the safetensors) or a JSON config naming
+    code to import (``auto_map``). Checked before anything in the folder is read.
+
+    Raises:
+        ValueError: naming every offending file.
+    """
+    path = Path(path)
+    bad = [
+        f"{f.name} (pickle format)" for f in sorted(path.rglob("*")) if f.suffix in PICKLE_SUFFIXES
+    ]
+    for f in sorted(path.glob("*.json")):
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and any(k in doc for k in CODE_KEYS):
+            bad.append(f"{f.name} (auto_map: code to import)")
+    if not list(path.glob("*.safetensors")):
+        bad.append("no *.safetensors weights")
+    if bad:
+        raise ValueError(
+            f"{path}: refusing to load a trained model folder that could run code: "
+            + "; ".join(bad)
+        )
+
+
 def load_trained(
     path: str | Path,
     *,
@@ -615,7 +704,8 @@ def load_trained(
     ``tiny-…``) with the adapter on top, or the fully fine-tuned model; ``(model, processor)``.
 
     Raises:
-        ValueError: ``path`` holds no ``iea_model.json``.
+        ValueError: ``path`` holds no ``iea_model.json``, or could run code when loaded
+            (:func:`check_trained_folder`).
     """
     from iea.models.refs import load_vlm
 
@@ -623,6 +713,7 @@ def load_trained(
     meta_file = path / "iea_model.json"
     if not meta_file.is_file():
         raise ValueError(f"{path}: not a trained iea model (no iea_model.json)")
+    check_trained_folder(path)
     meta = json.loads(meta_file.read_text())
     common = {"device": device, "dtype": dtype, "trust_remote_code": trust_remote_code}
     if meta["kind"] == "full":
@@ -637,4 +728,5 @@ def load_trained(
     check_base(path, meta, base_fingerprint(meta["base"], seed=seed, cache=cache))
     model = PeftModel.from_pretrained(base, str(path))
     model.eval()
+    check_adapter_loaded(path, model, processor, meta)
     return model, processor
