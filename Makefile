@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/pytest --durations=25
 
 test-unit: $(STAMP)
-	$(BIN)/pytest -m "not model and not flows"
+	$(BIN)/pytest -m "not model and not flows and not services"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+pytestmark = pytest.mark.flows
 REPO = Path(__file__).resolve().parents[2]
 TRAINER = """
 import sys, time
