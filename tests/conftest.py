@@ -126,3 +126,26 @@ def pg_url():
         )
         cur.execute(f"DROP DATABASE IF EXISTS {name}")
         admin.close()
+
+
+@pytest.fixture
+def sigkill_when():
+    """``sigkill_when(proc, ready, timeout)``: poll ``ready()`` while the process started
+    with ``start_new_session=True`` runs, then SIGKILL its process group; fails when it ended
+    (with its stderr) or ``ready`` never held in ``timeout`` seconds."""
+    import signal
+    import time
+
+    def kill(proc, ready, timeout: float = 240.0, poll: float = 0.1) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and proc.poll() is None:
+                if ready():
+                    break
+                time.sleep(poll)
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+
+    return kill

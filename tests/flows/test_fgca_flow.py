@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -115,7 +113,7 @@ def test_random_llm_fails_the_gate_with_counts_and_reasons(tmp_path, fgca_models
     assert not (out / "train.jsonl").exists()
 
 
-def test_killed_build_resumes_without_redoing_finished_images(tmp_path, fgca_models):
+def test_killed_build_resumes_without_redoing_finished_images(tmp_path, fgca_models, sigkill_when):
     from prefect.settings import PREFECT_API_URL
 
     overrides = _overrides(tmp_path, fgca_models, "fgca.synthetic_images=24")
@@ -129,16 +127,7 @@ def test_killed_build_resumes_without_redoing_finished_images(tmp_path, fgca_mod
         cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if cache.is_dir() and len(list(cache.glob("*.json"))) >= 4:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    sigkill_when(proc, lambda: cache.is_dir() and len(list(cache.glob("*.json"))) >= 4, poll=0.2)
     finished = len(list(cache.glob("*.json")))
     assert 4 <= finished < 24
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -531,7 +529,7 @@ def _weights(folder: Path) -> dict:
 
 
 def test_retrain_killed_in_fine_tuning_resumes_to_the_same_registered_model(
-    trained, overrides, workdir, tmp_path
+    trained, overrides, workdir, tmp_path, sigkill_when
 ):
     """``iea retrain`` SIGKILLed while the JMASA model fine-tunes (after its first
     checkpoint, before its end); the rerun skips every finished stage, resumes from that
@@ -551,17 +549,14 @@ def test_retrain_killed_in_fine_tuning_resumes_to_the_same_registered_model(
         cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True,
     )  # fmt: skip
-    deadline, work = time.monotonic() + 600, None
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            new = set(models.iterdir()) - before
-            if new and latest_checkpoint(work := new.pop()) is not None:
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    found: list[Path] = []
+
+    def checkpointed() -> bool:
+        found[:] = list(set(models.iterdir()) - before)
+        return bool(found) and latest_checkpoint(found[0]) is not None
+
+    sigkill_when(proc, checkpointed, timeout=600)
+    (work,) = found
     killed_at = int(latest_checkpoint(work).name.split("-")[1])
     assert 0 < killed_at < 50 and not (work / "result.json").exists()
 
