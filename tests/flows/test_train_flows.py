@@ -516,8 +516,8 @@ def test_retrain_reuses_every_stage_and_decides_on_the_same_version(
     assert "jmasa" in res.stderr and "registered models:/iea-jmasa/1" in res.stderr
 
 
-KILL = ["jmasa.train.epochs=2", "jmasa.train.checkpoint_every=10"]
-"""A JMASA recipe of its own (a new model key) that checkpoints early: 25 steps per epoch."""
+KILL = ["jmasa.train.epochs=1", "jmasa.train.checkpoint_every=5"]
+"""A JMASA recipe of its own (a new model key) that checkpoints early: 25 steps, one epoch."""
 
 
 def _weights(folder: Path) -> dict:
@@ -558,7 +558,7 @@ def test_retrain_killed_in_fine_tuning_resumes_to_the_same_registered_model(
     sigkill_when(proc, checkpointed, timeout=600)
     (work,) = found
     killed_at = int(latest_checkpoint(work).name.split("-")[1])
-    assert 0 < killed_at < 50 and not (work / "result.json").exists()
+    assert 0 < killed_at < 25 and not (work / "result.json").exists()
 
     def run() -> dict:
         res = CliRunner().invoke(app, ["retrain", "--config", DEMO, "--no-promote", *ov])
@@ -571,7 +571,7 @@ def test_retrain_killed_in_fine_tuning_resumes_to_the_same_registered_model(
     }
     assert out["stages"]["jmasa"] == "ran" and out["stages"]["register"] == "ran"
     report = json.loads((work / "result.json").read_text())
-    assert report["resumed_from"] == killed_at and report["steps"] == 50
+    assert report["resumed_from"] == killed_at and report["steps"] == 25
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     registered = _weights(resolve(out["uri"], tmp_path / "registered").model_dir)
 
