@@ -2,10 +2,16 @@
 
 Keys are ``/``-separated relative paths (``datasets/twitter/<version>/train.jsonl``); ``..``,
 empty segments and leading ``/`` are refused. A missing key raises :class:`ArtifactNotFound`.
+
+Integrity: every object written to S3 carries the SHA-256 of its content (hex) as user
+metadata ``sha256`` (an S3 ETag is the MD5 of the content only for single-part uploads), and
+every read checks the bytes against it, raising :class:`ArtifactCorrupt` naming the key.
+:meth:`ArtifactStore.sha256` returns the recorded digest (S3) or the file's (local).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -29,6 +35,30 @@ class ArtifactNotFound(KeyError):
         return self.args[0]
 
 
+class ArtifactCorrupt(IOError):
+    """The object's content does not match the SHA-256 recorded when it was written."""
+
+    def __init__(self, key: str, where: str, recorded: str, actual: str):
+        self.key = key
+        super().__init__(
+            f"artifact {key!r} in {where} is corrupt: its content has SHA-256 {actual}, "
+            f"{recorded} was recorded when it was written"
+        )
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's content, read in ``chunk``-byte pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 class ArtifactStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def put_file(self, key: str, path: Path) -> None: ...
@@ -37,6 +67,7 @@ class ArtifactStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str = "") -> list[str]: ...
     def uri(self, key: str) -> str: ...
+    def sha256(self, key: str) -> str | None: ...
 
 
 def check_key(key: str) -> str:
@@ -115,6 +146,13 @@ class LocalStore:
     def uri(self, key: str) -> str:
         return self._path(key).resolve().as_uri()
 
+    def sha256(self, key: str) -> str:
+        """The SHA-256 of the file's content (a local file carries no recorded digest)."""
+        path = self._path(key)
+        if not path.is_file():
+            raise ArtifactNotFound(key, str(self.root))
+        return sha256_file(path)
+
 
 class S3Store:
     """Artifacts as objects in an S3/MinIO bucket (created on first use)."""
@@ -149,32 +187,83 @@ class S3Store:
     def put(self, key: str, data: bytes) -> None:
         self._ensure_bucket()
         self.client.put_object(
-            self.bucket, check_key(key), io.BytesIO(data), len(data), part_size=self.part_size
+            self.bucket,
+            check_key(key),
+            io.BytesIO(data),
+            len(data),
+            part_size=self.part_size,
+            metadata={"sha256": sha256_bytes(data)},
         )
 
     def put_file(self, key: str, path: Path) -> None:
         self._ensure_bucket()
-        self.client.fput_object(self.bucket, check_key(key), str(path), part_size=self.part_size)
+        self.client.fput_object(
+            self.bucket,
+            check_key(key),
+            str(path),
+            part_size=self.part_size,
+            metadata={"sha256": sha256_file(path)},
+        )
 
-    def get(self, key: str) -> bytes:
+    def _open(self, key: str):
         from minio.error import S3Error
 
         try:
-            resp = self.client.get_object(self.bucket, check_key(key))
+            return self.client.get_object(self.bucket, check_key(key))
         except S3Error as e:
             if e.code in ("NoSuchKey", "NoSuchBucket"):
                 raise ArtifactNotFound(key, self.uri("")) from e
             raise
+
+    def _check(self, key: str, recorded: str | None, actual: str) -> None:
+        if recorded is not None and recorded != actual:
+            raise ArtifactCorrupt(key, self.uri(""), recorded, actual)
+
+    def get(self, key: str) -> bytes:
+        resp = self._open(key)
         try:
-            return resp.read()
+            data = resp.read()
+            recorded = resp.headers.get("x-amz-meta-sha256")
         finally:
             resp.close()
             resp.release_conn()
+        self._check(key, recorded, sha256_bytes(data))
+        return data
 
     def get_file(self, key: str, dest: Path) -> Path:
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        Path(dest).write_bytes(self.get(key))
-        return Path(dest)
+        """Stream the object to ``dest`` (atomically: a temp file renamed once its SHA-256
+        matched); a corrupt object leaves ``dest`` untouched."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        resp = self._open(key)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        h = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for block in resp.stream(1 << 20):
+                    h.update(block)
+                    fh.write(block)
+            self._check(key, resp.headers.get("x-amz-meta-sha256"), h.hexdigest())
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            resp.close()
+            resp.release_conn()
+        return dest
+
+    def sha256(self, key: str) -> str | None:
+        """The SHA-256 recorded when the object was written (None: written by another tool)."""
+        from minio.error import S3Error
+
+        try:
+            stat = self.client.stat_object(self.bucket, check_key(key))
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "NotFound"):
+                raise ArtifactNotFound(key, self.uri("")) from e
+            raise
+        return (stat.metadata or {}).get("x-amz-meta-sha256")
 
     def exists(self, key: str) -> bool:
         from minio.error import S3Error

@@ -6,6 +6,7 @@ import socket
 import pytest
 
 from iea.store import (
+    ArtifactCorrupt,
     ArtifactNotFound,
     LocalStore,
     S3Store,
@@ -13,6 +14,7 @@ from iea.store import (
     get_json,
     open_store,
     put_json,
+    sha256_bytes,
 )
 
 
@@ -77,6 +79,50 @@ def test_large_multipart_object(store, tmp_path):
     store.put("big/big2.bin", data)
     assert store.get("big/big.bin") == data
     assert store.get("big/big2.bin") == data
+    # the digest is of the content, whatever the upload's parts: not the S3 ETag
+    assert store.sha256("big/big.bin") == store.sha256("big/big2.bin") == sha256_bytes(data)
+    assert store.get_file("big/big.bin", tmp_path / "back.bin").read_bytes() == data
+
+
+def _s3_client(store: S3Store):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://{store.endpoint}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+def test_a_corrupt_object_is_refused_by_name_and_leaves_no_file(s3_endpoint, tmp_path):
+    """An object whose bytes changed after it was written (same recorded SHA-256, other
+    content: a bit flip, a truncated copy) fails every read, naming the key and both digests;
+    ``get_file`` leaves the destination as it was."""
+    store = S3Store(
+        s3_endpoint, "t-" + os.urandom(4).hex(), "testing", "testing", region="us-east-1"
+    )
+    store.put("models/m/weights.bin", b"the weights")
+    recorded = store.sha256("models/m/weights.bin")
+    assert recorded == sha256_bytes(b"the weights")
+    _s3_client(store).put_object(
+        Bucket=store.bucket,
+        Key="models/m/weights.bin",
+        Body=b"the weighTs",
+        Metadata={"sha256": recorded},
+    )
+    with pytest.raises(ArtifactCorrupt, match=r"'models/m/weights.bin'.*corrupt") as e:
+        store.get("models/m/weights.bin")
+    assert recorded in str(e.value) and sha256_bytes(b"the weighTs") in str(e.value)
+    dest = tmp_path / "weights.bin"
+    dest.write_bytes(b"old")
+    with pytest.raises(ArtifactCorrupt):
+        store.get_file("models/m/weights.bin", dest)
+    assert dest.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["weights.bin"]
+    # an object another tool wrote carries no digest: read as it is, sha256() says None
+    _s3_client(store).put_object(Bucket=store.bucket, Key="raw/in.txt", Body=b"x")
+    assert store.get("raw/in.txt") == b"x" and store.sha256("raw/in.txt") is None
 
 
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b", "a\\b", "./a"])
