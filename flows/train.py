@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +156,42 @@ def _example(tweets: list, images_dir: Path | None) -> dict[str, str] | None:
     return {"image": image_data_uri(Path(images_dir) / t.image_id), "text": " ".join(t.tokens)}
 
 
-def _reuse(work: Path, settings: Settings, stage: str):
-    """``(model, processor, result)`` of a model already trained under ``work``, or None."""
+def model_prefix(stage: str, key: str) -> str:
+    """Where a trained model lives in the store: ``models/<stage>/<key>/`` holds ``model/``
+    (the folder :func:`iea.models.finetune.save_trained` wrote) and ``result.json`` (its
+    training report, put last: its presence marks the model complete)."""
+    return f"models/{stage}/{key}"
+
+
+def _restore(work: Path, settings: Settings, stage: str) -> bool:
+    """Bring a model trained elsewhere (another worker, a wiped disk) from the store into the
+    local cache ``work``; False when the store has no complete model under its key."""
+    from iea.store import get_tree, open_store
+
+    store = open_store(settings.store)
+    prefix = model_prefix(stage, work.name)
+    if not store.exists(f"{prefix}/result.json"):
+        return False
+    get_run_logger().info(
+        "%s %s: restoring the trained model from %s", stage, work.name, store.uri(prefix)
+    )
+    staging = work.parent / f".{work.name}-{uuid.uuid4().hex[:12]}"
+    get_tree(store, prefix, staging)
     final = work / "model"
-    if not (final / "iea_model.json").is_file():
+    if final.exists():  # a save that stopped half-way (no iea_model.json): not a model
+        shutil.rmtree(final)
+    work.mkdir(parents=True, exist_ok=True)
+    os.replace(staging / "model", final)
+    os.replace(staging / "result.json", work / "result.json")
+    shutil.rmtree(staging, ignore_errors=True)
+    return True
+
+
+def _reuse(work: Path, settings: Settings, stage: str):
+    """``(model, processor, result)`` of a model already trained under its key, from the local
+    cache ``work`` or else from the store (:func:`_restore`), or None."""
+    final = work / "model"
+    if not (final / "iea_model.json").is_file() and not _restore(work, settings, stage):
         return None
     get_run_logger().info("%s %s already trained: reusing %s", stage, work.name, final)
     rt = settings.runtime
@@ -168,7 +203,10 @@ def _finish(
     model, processor, work: Path, settings: Settings, stage: str, res, n_examples: int, **extra
 ) -> dict:
     """Save a freshly trained model (weights, stage file, resolved settings) under
-    ``work/model`` and its training report as ``work/result.json``; returns the report."""
+    ``work/model`` and its training report as ``work/result.json``, and put both in the store
+    under :func:`model_prefix` (the local folder is a cache of it); returns the report."""
+    from iea.store import open_store, put_tree
+
     final = work / "model"
     base = getattr(settings, stage).model
     rt = settings.runtime
@@ -187,6 +225,10 @@ def _finish(
         **extra,
     }
     (work / "result.json").write_text(json.dumps(result, indent=2))
+    store = open_store(settings.store)
+    prefix = model_prefix(stage, work.name)
+    put_tree(store, f"{prefix}/model", final)
+    store.put_file(f"{prefix}/result.json", work / "result.json")  # last: marks it complete
     return {**result, "reused": False}
 
 

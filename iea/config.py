@@ -367,7 +367,10 @@ class StoreSettings(_Section):
 
 class TrackingSettings(_Section):
     uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_root: Path = Path("mlruns/artifacts")
+    artifact_root: str = "mlruns/artifacts"
+    """Where a new experiment keeps its artifacts: a local folder, or a URI such as
+    ``s3://iea/mlflow`` (with ``MLFLOW_S3_ENDPOINT_URL`` for MinIO). A string, not a path: a
+    path would fold ``s3://`` into ``s3:/``."""
     experiment: str = "iea"
 
 

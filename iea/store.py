@@ -91,6 +91,41 @@ def get_json(store: ArtifactStore, key: str) -> Any:
     return json.loads(store.get(key).decode("utf-8"))
 
 
+def put_tree(store: ArtifactStore, prefix: str, folder: str | Path) -> list[str]:
+    """Put every file under ``folder`` as ``prefix/<its relative path>`` (sorted, so a rerun
+    writes in the same order); returns the keys written."""
+    folder = Path(folder)
+    keys = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        key = f"{prefix}/{path.relative_to(folder).as_posix()}"
+        store.put_file(key, path)
+        keys.append(key)
+    return keys
+
+
+def get_tree(store: ArtifactStore, prefix: str, dest: str | Path) -> Path:
+    """Download every object under ``prefix/`` into the new folder ``dest`` (each file's
+    SHA-256 checked by the store): written into a sibling staging folder and renamed whole, so
+    ``dest`` is complete or absent. Raises :class:`ArtifactNotFound` when nothing is there and
+    FileExistsError when ``dest`` exists."""
+    dest = Path(dest)
+    if dest.exists():
+        raise FileExistsError(f"{dest} exists: get_tree writes only new folders")
+    keys = store.list(prefix.rstrip("/") + "/")
+    if not keys:
+        raise ArtifactNotFound(prefix + "/", "the store")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    try:
+        for key in keys:
+            store.get_file(key, staging / key[len(prefix.rstrip("/")) + 1 :])
+        os.replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
 class LocalStore:
     """Artifacts as files under ``root``; writes are atomic (temp file + rename)."""
 

@@ -189,3 +189,8 @@ def test_setting_sources_name_where_each_value_came_from(tmp_path):
     assert src["segment.num_regions"] == "override 'segment.num_regions=3'"
     assert src["runtime.seed"] == "default"
     assert "not-shown" not in repr(src)
+
+
+def test_an_s3_artifact_root_keeps_its_scheme():
+    s = load_settings(overrides=["tracking.artifact_root=s3://iea/mlflow"], env={})
+    assert s.tracking.artifact_root == "s3://iea/mlflow"

@@ -149,3 +149,25 @@ def test_open_store_from_settings(tmp_path, s3_endpoint):
     )
     s3.put("k", b"v")
     assert s3.uri("k") == "s3://cfg-bucket/k" and s3.get("k") == b"v"
+
+
+def test_a_folder_goes_to_the_store_and_comes_back_whole(store, tmp_path):
+    from iea.store import get_tree, put_tree
+
+    src = tmp_path / "model"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.json").write_text("{}")
+    (src / "sub" / "w.bin").write_bytes(os.urandom(1000))
+    assert put_tree(store, "models/x/k1", src) == ["models/x/k1/a.json", "models/x/k1/sub/w.bin"]
+    back = get_tree(store, "models/x/k1", tmp_path / "back" / "model")
+    assert sorted(p.relative_to(back).as_posix() for p in back.rglob("*") if p.is_file()) == [
+        "a.json",
+        "sub/w.bin",
+    ]
+    assert (back / "sub" / "w.bin").read_bytes() == (src / "sub" / "w.bin").read_bytes()
+    with pytest.raises(FileExistsError):
+        get_tree(store, "models/x/k1", back)
+    with pytest.raises(ArtifactNotFound):
+        get_tree(store, "models/x/none", tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    assert [p.name for p in (tmp_path / "back").iterdir()] == ["model"]  # no staging left
