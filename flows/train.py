@@ -266,7 +266,7 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
     cfg = finetune_config(stage, seed)
     # the dev selection is wired here, in flows/: its number stands for that code in the key
     key = aligner_key(settings, fgca["version"], {"dev_select": ALIGNER_DEV_SELECTION})
-    work = Path(settings.fgca.work_dir).parent / "models" / "aligner" / key
+    work = Path(settings.data.work_dir) / "models" / "aligner" / key
     final = work / "model"
     reused = _reuse(work, settings, "aligner")
     if reused is not None:

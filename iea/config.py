@@ -357,6 +357,11 @@ class StoreSettings(_Section):
     """A secret: from ``IEA_STORE__SECRET_KEY``, never written anywhere."""
     secure: bool = False
     region: str | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    """S3 backend: seconds to connect, and between bytes of a response, before a try fails."""
+    retries: int = Field(5, ge=0)
+    """S3 backend: tries after the first for a request that failed in transit (reset, cut,
+    timeout, HTTP 5xx such as ``503 SlowDown``), with exponential backoff from 0.2 s."""
 
     @model_validator(mode="after")
     def _s3_needs_endpoint(self) -> StoreSettings:
@@ -389,6 +394,21 @@ class Settings(_Section):
     tracking: TrackingSettings = TrackingSettings()
     search: SearchSettings = SearchSettings()
     promotion: PromotionSettings = PromotionSettings()
+
+    def local_caches(self) -> list[Path]:
+        """The folders a run writes on local disk, every one a cache that may be wiped: the
+        work folders (generated inputs, staging, checkpoints, trained models also held in the
+        store, registry downloads, GX contexts), the tiny-model cache and the Hugging Face hub
+        cache. With an S3 store and S3 artifacts, everything else a run produces is in the
+        bucket."""
+        from iea.models.refs import cache_dir, hf_hub_cache
+
+        return [
+            Path(self.data.work_dir),
+            Path(self.fgca.work_dir),
+            cache_dir(self.runtime.model_cache),
+            hf_hub_cache(),
+        ]
 
     @model_validator(mode="after")
     def _generator_cut_below_t_conf(self) -> Settings:

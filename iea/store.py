@@ -11,12 +11,14 @@ every read checks the bytes against it, raising :class:`ArtifactCorrupt` naming 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -43,6 +45,17 @@ class ArtifactCorrupt(IOError):
         super().__init__(
             f"artifact {key!r} in {where} is corrupt: its content has SHA-256 {actual}, "
             f"{recorded} was recorded when it was written"
+        )
+
+
+class StoreUnavailable(IOError):
+    """An S3 request still failed in transit after the store's retries."""
+
+    def __init__(self, op: str, key: str, where: str, retries: int, error: Exception):
+        self.key = key
+        super().__init__(
+            f"S3 {op} of {key!r} at {where} failed after {retries} retries: "
+            f"{type(error).__name__}: {error}"
         )
 
 
@@ -202,16 +215,47 @@ class S3Store:
         secure: bool = False,
         region: str | None = None,
         part_size: int = MULTIPART_PART_SIZE,
+        timeout: float = 60.0,
+        retries: int = 5,
     ):
-        from minio import Minio  # local import: only S3 users pay for it
+        """``timeout``: seconds to connect, and between bytes of a response; ``retries``: how
+        often a request that failed in transit (reset, cut, timeout, HTTP 500/502/503/504, S3's
+        ``503 SlowDown``) is sent again, with exponential backoff from 0.2 s, before the
+        error is raised. A read whose body is cut is read again as often."""
+        import urllib3  # local imports: only S3 users pay for them
+        from minio import Minio
 
         self.bucket = bucket
         self.endpoint = endpoint
         self.part_size = part_size
+        self.retries = retries
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            maxsize=10,
+            retries=urllib3.Retry(
+                total=retries, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+            ),
+        )
         self.client = Minio(
-            endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
         )
         self._bucket_ready = False
+
+    @contextlib.contextmanager
+    def _transport(self, op: str, key: str):
+        """Raise a request that failed in transit after the retries as
+        :class:`StoreUnavailable`, naming the operation, the key and the endpoint."""
+        from urllib3.exceptions import HTTPError
+
+        try:
+            yield
+        except HTTPError as e:
+            raise StoreUnavailable(op, key, self.endpoint, self.retries, e) from e
 
     def _ensure_bucket(self) -> None:
         if not self._bucket_ready:
@@ -220,25 +264,27 @@ class S3Store:
             self._bucket_ready = True
 
     def put(self, key: str, data: bytes) -> None:
-        self._ensure_bucket()
-        self.client.put_object(
-            self.bucket,
-            check_key(key),
-            io.BytesIO(data),
-            len(data),
-            part_size=self.part_size,
-            metadata={"sha256": sha256_bytes(data)},
-        )
+        with self._transport("put", key):
+            self._ensure_bucket()
+            self.client.put_object(
+                self.bucket,
+                check_key(key),
+                io.BytesIO(data),
+                len(data),
+                part_size=self.part_size,
+                metadata={"sha256": sha256_bytes(data)},
+            )
 
     def put_file(self, key: str, path: Path) -> None:
-        self._ensure_bucket()
-        self.client.fput_object(
-            self.bucket,
-            check_key(key),
-            str(path),
-            part_size=self.part_size,
-            metadata={"sha256": sha256_file(path)},
-        )
+        with self._transport("put", key):
+            self._ensure_bucket()
+            self.client.fput_object(
+                self.bucket,
+                check_key(key),
+                str(path),
+                part_size=self.part_size,
+                metadata={"sha256": sha256_file(path)},
+            )
 
     def _open(self, key: str):
         from minio.error import S3Error
@@ -254,38 +300,67 @@ class S3Store:
         if recorded is not None and recorded != actual:
             raise ArtifactCorrupt(key, self.uri(""), recorded, actual)
 
+    def _read(self, key: str, sink) -> None:
+        """Stream the object into ``sink(block)`` (``sink(None)`` starts over), reading it
+        again when its body is cut in transit, and check the content against the SHA-256
+        recorded when it was written."""
+        from urllib3.exceptions import HTTPError
+
+        for attempt in range(self.retries + 1):
+            with self._transport("get", key):
+                resp = self._open(key)
+            h = hashlib.sha256()
+            try:
+                sink(None)
+                for block in resp.stream(1 << 20):
+                    h.update(block)
+                    sink(block)
+                recorded = resp.headers.get("x-amz-meta-sha256")
+            except HTTPError as e:  # cut, reset or timed out mid-body
+                if attempt == self.retries:
+                    raise StoreUnavailable("get", key, self.endpoint, self.retries, e) from e
+                time.sleep(0.2 * 2**attempt)
+                continue
+            finally:
+                resp.close()
+                resp.release_conn()
+            break
+        self._check(key, recorded, h.hexdigest())
+
     def get(self, key: str) -> bytes:
-        resp = self._open(key)
-        try:
-            data = resp.read()
-            recorded = resp.headers.get("x-amz-meta-sha256")
-        finally:
-            resp.close()
-            resp.release_conn()
-        self._check(key, recorded, sha256_bytes(data))
-        return data
+        buf = io.BytesIO()
+
+        def sink(block: bytes | None) -> None:
+            if block is None:
+                buf.seek(0)
+                buf.truncate()
+            else:
+                buf.write(block)
+
+        self._read(key, sink)
+        return buf.getvalue()
 
     def get_file(self, key: str, dest: Path) -> Path:
         """Stream the object to ``dest`` (atomically: a temp file renamed once its SHA-256
         matched); a corrupt object leaves ``dest`` untouched."""
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        resp = self._open(key)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
-        h = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as fh:
-                for block in resp.stream(1 << 20):
-                    h.update(block)
-                    fh.write(block)
-            self._check(key, resp.headers.get("x-amz-meta-sha256"), h.hexdigest())
+
+                def sink(block: bytes | None) -> None:
+                    if block is None:
+                        fh.seek(0)
+                        fh.truncate()
+                    else:
+                        fh.write(block)
+
+                self._read(key, sink)
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        finally:
-            resp.close()
-            resp.release_conn()
         return dest
 
     def sha256(self, key: str) -> str | None:
@@ -293,7 +368,8 @@ class S3Store:
         from minio.error import S3Error
 
         try:
-            stat = self.client.stat_object(self.bucket, check_key(key))
+            with self._transport("stat", key):
+                stat = self.client.stat_object(self.bucket, check_key(key))
         except S3Error as e:
             if e.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "NotFound"):
                 raise ArtifactNotFound(key, self.uri("")) from e
@@ -304,7 +380,8 @@ class S3Store:
         from minio.error import S3Error
 
         try:
-            self.client.stat_object(self.bucket, check_key(key))
+            with self._transport("stat", key):
+                self.client.stat_object(self.bucket, check_key(key))
             return True
         except S3Error as e:
             if e.code in ("NoSuchKey", "NoSuchBucket", "NoSuchObject", "NotFound"):
@@ -312,12 +389,13 @@ class S3Store:
             raise
 
     def list(self, prefix: str = "") -> list[str]:
-        if not self.client.bucket_exists(self.bucket):
-            return []
-        return sorted(
-            o.object_name
-            for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
-        )
+        with self._transport("list", prefix + "*"):
+            if not self.client.bucket_exists(self.bucket):
+                return []
+            return sorted(
+                o.object_name
+                for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            )
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -334,4 +412,6 @@ def open_store(settings) -> ArtifactStore:
         settings.secret_key.get_secret_value() if settings.secret_key else None,
         secure=settings.secure,
         region=settings.region,
+        timeout=settings.timeout_s,
+        retries=settings.retries,
     )

@@ -104,6 +104,26 @@ def _pg_available() -> bool:
         return False
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """``host:port`` of an S3-protocol server on loopback (moto's server mode), for the module."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()
+
+
 @pytest.fixture
 def pg_url():
     """A fresh Postgres database, dropped afterwards."""

@@ -1,7 +1,6 @@
 """The artifact store, local and S3 (an S3-protocol server on loopback: moto's server mode)."""
 
 import os
-import socket
 
 import pytest
 
@@ -16,23 +15,6 @@ from iea.store import (
     put_json,
     sha256_bytes,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -1,0 +1,176 @@
+"""The ``retrain`` flow as a team runs it: every byte on S3 (an S3-protocol server on loopback,
+moto's server mode, standing in for MinIO), MLflow's tracking and registry on Postgres, the
+Prefect server of the harness, and the credentials only in the environment.
+
+One retrain of a very small demo (a few tweets, one epoch per model: what is checked here is
+where things go, not how well they learn). Afterwards:
+
+* the bucket holds every stage's output: the tweet and FGCA datasets, the interpretations, the
+  aligned regions, both trained models under ``models/<stage>/<key>/``, and MLflow's artifacts
+  (runs, the registered model) under ``mlflow/``; every object our store wrote carries the
+  SHA-256 of its content, and the registered model's weights in the bucket are byte for byte
+  the trained ones;
+* the local disk holds nothing outside the declared caches (``Settings.local_caches``);
+* the credentials are nowhere: not in the bucket, the caches, MLflow's params and tags or the
+  Prefect server's logs;
+* with every local cache wiped (a fresh worker), a second retrain takes every stage from the
+  bucket: nothing is trained again and the same version is decided on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from flows.retrain import retrain
+from iea.config import load_settings
+from iea.models.refs import prepare_tiny
+
+pytestmark = [pytest.mark.flows, pytest.mark.model, pytest.mark.services]
+DEMO = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+BUCKET = "iea-e2e"
+KEY_ID, SECRET = "AKIA-cAnArY-id-3b7", "cAnArY-s3-secret-8e21f"
+TINY = [
+    "data.synthetic.n_train=24",
+    "data.synthetic.n_dev=8",
+    "data.synthetic.n_test=8",
+    "fgca.synthetic_images=24",
+    "fgca.n_train=16",
+    "fgca.n_val=4",
+    "fgca.n_test=4",
+    "aligner.train.epochs=1",
+    "jmasa.train.epochs=1",
+    "promotion.smoke_tweets=2",
+]
+"""A demo small enough that the retrain's time goes to the stages' wiring, not to learning."""
+
+
+def _bucket(endpoint: str):
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://{endpoint}",
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return s3, keys
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def s3_world(tmp_path, monkeypatch, s3_endpoint, pg_url, model_cache):
+    prepare_tiny(
+        ["tiny-sam-world", "tiny-qwen3-fgca", "tiny-qwen3-vl", "tiny-qwen3-vl-interp"],
+        cache=model_cache,
+    )
+    # the ecosystem's own variables, as a worker's environment would carry them
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", pg_url)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", f"http://{s3_endpoint}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    cwd = tmp_path / "cwd"  # anything written relative to the working folder lands here
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    caches = tmp_path / "caches"
+    overrides = [
+        "store.backend=s3",
+        f"store.bucket={BUCKET}",
+        f"tracking.artifact_root=s3://{BUCKET}/mlflow",
+        f"data.work_dir={caches / 'work'}",
+        f"fgca.work_dir={caches / 'fgca'}",
+        f"runtime.model_cache={model_cache}",
+        *TINY,
+    ]
+    return tmp_path, caches, overrides
+
+
+def test_a_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket(
+    s3_world, s3_endpoint, files_holding, model_cache
+):
+    tmp_path, caches, overrides = s3_world
+    settings = load_settings(DEMO, overrides)
+    assert settings.tracking.uri.startswith("postgresql://")  # from MLFLOW_TRACKING_URI
+    assert settings.store.endpoint == s3_endpoint and not settings.store.secure
+    assert settings.local_caches()[:3] == [caches / "work", caches / "fgca", model_cache]
+
+    first = retrain(DEMO, overrides)
+    assert set(first["stages"].values()) <= {"ran", "promoted", "rejected"}, first["stages"]
+
+    # the bucket holds every stage's output
+    s3, keys = _bucket(s3_endpoint)
+    tops = {k.split("/")[0] for k in keys}
+    assert {"datasets", "interpretations", "models", "mlflow"} <= tops, sorted(tops)
+    assert any(k.startswith("datasets/twitter/") for k in keys)
+    assert any(k.startswith("datasets/fgca/") for k in keys)
+    for stage in ("aligner", "jmasa"):
+        done = [k for k in keys if k.startswith(f"models/{stage}/") and k.endswith("/result.json")]
+        assert len(done) == 1, (stage, done)
+    # every object the store wrote names the SHA-256 of its content
+    ours = [k for k in keys if not k.startswith("mlflow/")]
+    for key in ours:
+        head = s3.head_object(Bucket=BUCKET, Key=key)
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        assert head["Metadata"].get("sha256") == hashlib.sha256(body).hexdigest(), key
+    # the registered version's weights in the bucket are the trained ones, byte for byte
+    client = mlflow.MlflowClient()
+    version = client.get_model_version("iea-jmasa", str(first["version"]))
+    jmasa_key = version.tags["model.key"]
+    trained = {
+        k.split("/model/", 1)[1]: s3.head_object(Bucket=BUCKET, Key=k)["Metadata"]["sha256"]
+        for k in keys
+        if k.startswith(f"models/jmasa/{jmasa_key}/model/")
+    }
+    registered = {}
+    for k in keys:
+        if k.startswith("mlflow/") and "/artifacts/artifacts/model/" in k:
+            body = s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+            registered[k.split("/artifacts/artifacts/model/", 1)[1]] = hashlib.sha256(
+                body
+            ).hexdigest()
+    weights = [n for n in trained if n.endswith(".safetensors")]
+    assert weights and all(registered.get(n) == trained[n] for n in weights), (
+        sorted(trained),
+        sorted(registered),
+    )
+
+    # the local disk: nothing outside the declared caches
+    assert _files(tmp_path / "cwd") == []
+    assert sorted({p.relative_to(tmp_path).parts[0] for p in _files(tmp_path)}) == ["caches"]
+
+    # the credentials are nowhere
+    canaries = [KEY_ID, SECRET]
+    assert files_holding(caches, canaries) == []
+    for key in keys:
+        body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        assert not any(c.encode() in body for c in canaries), key
+    for run in client.search_runs([e.experiment_id for e in client.search_experiments()]):
+        assert not any(c in str(run.data.params) + str(run.data.tags) for c in canaries)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        logs = " ".join(log.message for log in prefect.read_logs())
+    assert logs and not any(c in logs for c in canaries)
+
+    # a fresh worker: every local cache wiped, the bucket and the tracking store kept
+    shutil.rmtree(caches)
+    second = retrain(DEMO, overrides)
+    assert second["stages"]["preprocess"] == "skipped (reused)"
+    assert second["stages"]["fgca"] == "skipped (reused)"
+    assert second["stages"]["aligner"] == "skipped (reused)", second["stages"]
+    assert second["stages"]["jmasa"] == "skipped (reused)", second["stages"]
+    assert second["stages"]["register"] == "skipped (version exists)"
+    assert second["version"] == first["version"]
+    assert second["test"] == first["test"]
