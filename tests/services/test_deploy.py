@@ -2,8 +2,9 @@
 free loopback port, its own sqlite database): pools, the ``gpu`` limit and the deployments of
 ``prefect.yaml`` exist with their crons, applying twice changes nothing, the scheduler makes
 the crons' runs, a process worker runs the ``data-validation`` deployment with the demo config
-to completion, and two GPU-stage runs under ``gpu`` = 1 never hold the device at once.
-About a minute."""
+to completion, two GPU-stage runs under ``gpu`` = 1 never hold the device at once, and a run
+SIGKILLed while holding the slot crashes and gives the slot back when its lease runs out.
+About two and a half minutes, half of it the lease."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def server(tmp_path_factory):
         "PREFECT_HOME": str(home),
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env.pop("PREFECT_API_URL", None)
@@ -247,3 +249,67 @@ def test_two_gpu_stage_runs_never_hold_the_slot_at_once(server, deployed):
     spans = _client_call(server, task_runs)
     assert len(spans) == 2
     assert (spans[1][1] - spans[0][0]).total_seconds() >= 6.0  # served one after the other
+
+
+def test_a_run_killed_holding_the_gpu_slot_crashes_and_the_slot_comes_back(server, deployed):
+    """A ``gpu_check`` run on a process worker takes the ``gpu`` slot with a 60 s lease (the
+    server's minimum; stages use 300 s) and its process is SIGKILLed: the worker reports the
+    run CRASHED, the slot stays taken until the lease runs out (the killed process renews it
+    no more), then the server takes it back and a run that was waiting for it starts."""
+    import signal
+
+    import psutil
+
+    async def setup(client):
+        flow_id = await client.create_flow_from_name("gpu_check")
+        dep = await client.create_deployment(
+            flow_id, "gpu-check-kill", entrypoint="flows/gpu.py:gpu_check", path=str(REPO),
+            work_pool_name="cpu",
+        )  # fmt: skip
+        run = await client.create_flow_run_from_deployment(
+            dep, parameters={"seconds": 300.0, "lease_seconds": 60.0}
+        )
+        return run.id
+
+    run_id = _client_call(server, setup)
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "cpu", "--type", "process",
+         "--run-once"],
+        cwd=REPO, env=_env(server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+    async def holding(client):
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        )
+        gpu = await client.read_global_concurrency_limit_by_name("gpu")
+        return any(r.state.is_running() for r in runs) and gpu.active_slots == 1
+
+    deadline = time.monotonic() + 120
+    while not _client_call(server, holding):
+        assert worker.poll() is None and time.monotonic() < deadline, worker.stdout.read()
+        time.sleep(0.5)
+    time.sleep(2)  # inside the slot, its lease renewed at least once
+    flow_procs = psutil.Process(worker.pid).children(recursive=True)
+    assert flow_procs, "the worker started no process for the run"
+    for p in flow_procs:
+        p.send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    out, _ = worker.communicate(timeout=60)
+
+    async def state(client):
+        return (await client.read_flow_run(run_id)).state
+
+    assert _client_call(server, state).is_crashed(), out[-3000:]
+    waiting = subprocess.run(
+        [sys.executable, "-c", GPU_CHECK.replace("3.0", "1.0")], cwd=REPO, env=_env(server),
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert waiting.returncode == 0, waiting.stderr[-2000:]
+    started = json.loads(waiting.stdout.strip().splitlines()[-1])["start"]
+    waited = started - killed_at
+    # the slot came back with the lease (60 s after the last renewal), not at the kill
+    assert 30 <= waited <= 90, waited
