@@ -10,7 +10,8 @@ where things go, not how well they learn). Afterwards:
   (runs, the registered model) under ``mlflow/``; every object our store wrote carries the
   SHA-256 of its content, and the registered model's weights in the bucket are byte for byte
   the trained ones;
-* the local disk holds nothing outside the declared caches (``Settings.local_caches``);
+* the local disk holds nothing outside the declared caches (``Settings.local_caches``), and
+  Prefect persisted no result;
 * the credentials are nowhere: not in the bucket, the caches, MLflow's params and tags or the
   Prefect server's logs;
 * with every local cache wiped (a fresh worker), a second retrain takes every stage from the
@@ -20,6 +21,7 @@ where things go, not how well they learn). Afterwards:
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -111,10 +113,19 @@ def test_a_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket(
 
     # the bucket holds every stage's output
     s3, keys = _bucket(s3_endpoint)
-    tops = {k.split("/")[0] for k in keys}
-    assert {"datasets", "interpretations", "models", "mlflow"} <= tops, sorted(tops)
-    assert any(k.startswith("datasets/twitter/") for k in keys)
-    assert any(k.startswith("datasets/fgca/") for k in keys)
+    tops = {"/".join(k.split("/")[:2]) for k in keys}
+    stages = {
+        "datasets/twitter",  # the tweets, versioned, with their GX results
+        "datasets/fgca",
+        "cache/fgca",  # the LLM's texts per FGCA image
+        "cache/segments",  # SAM's masks per image
+        "cache/interpretations",  # each region's description and rating
+        "cache/align",  # each region's phrase
+        "models/aligner",
+        "models/jmasa",
+    }
+    assert stages <= tops, sorted(tops)
+    assert {t for t in tops if not t.startswith("mlflow/")} == stages, sorted(tops)
     for stage in ("aligner", "jmasa"):
         done = [k for k in keys if k.startswith(f"models/{stage}/") and k.endswith("/result.json")]
         assert len(done) == 1, (stage, done)
@@ -124,30 +135,35 @@ def test_a_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket(
         head = s3.head_object(Bucket=BUCKET, Key=key)
         body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
         assert head["Metadata"].get("sha256") == hashlib.sha256(body).hexdigest(), key
-    # the registered version's weights in the bucket are the trained ones, byte for byte
+    # the registered version's weights (the JMASA model and its aligner) are the trained ones,
+    # byte for byte
     client = mlflow.MlflowClient()
     version = client.get_model_version("iea-jmasa", str(first["version"]))
-    jmasa_key = version.tags["model.key"]
-    trained = {
-        k.split("/model/", 1)[1]: s3.head_object(Bucket=BUCKET, Key=k)["Metadata"]["sha256"]
+    where = client.get_model_version_download_uri("iea-jmasa", version.version)
+    assert where.startswith(f"s3://{BUCKET}/mlflow/"), where
+    inside = where.removeprefix(f"s3://{BUCKET}/") + "/"
+    registered = {
+        hashlib.sha256(s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()).hexdigest()
         for k in keys
-        if k.startswith(f"models/jmasa/{jmasa_key}/model/")
+        if k.startswith(inside) and k.endswith(".safetensors")
     }
-    registered = {}
-    for k in keys:
-        if k.startswith("mlflow/") and "/artifacts/artifacts/model/" in k:
-            body = s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()
-            registered[k.split("/artifacts/artifacts/model/", 1)[1]] = hashlib.sha256(
-                body
-            ).hexdigest()
-    weights = [n for n in trained if n.endswith(".safetensors")]
-    assert weights and all(registered.get(n) == trained[n] for n in weights), (
-        sorted(trained),
-        sorted(registered),
-    )
+    trained = {
+        s3.head_object(Bucket=BUCKET, Key=k)["Metadata"]["sha256"]
+        for k in keys
+        if k.endswith(".safetensors")
+        and k.startswith(
+            (
+                f"models/jmasa/{version.tags['model.key']}/model/",
+                f"models/aligner/{version.tags['aligner.key']}/model/",
+            )
+        )
+    }
+    assert len(trained) == 2 and registered == trained, (where, sorted(keys))
 
-    # the local disk: nothing outside the declared caches
+    # the local disk: nothing outside the declared caches; the flows persist no Prefect
+    # result (each stage's output is in the bucket under its content key)
     assert _files(tmp_path / "cwd") == []
+    assert _files(Path(os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"])) == []
     assert sorted({p.relative_to(tmp_path).parts[0] for p in _files(tmp_path)}) == ["caches"]
 
     # the credentials are nowhere
