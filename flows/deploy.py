@@ -173,6 +173,8 @@ async def _apply(plan: Plan) -> dict[str, Any]:
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.exceptions import ObjectNotFound
 
+    from flows.results import RESULTS_BLOCK, save_block
+
     done: dict[str, Any] = {"pools": {}, "limits": {}, "deployments": {}}
     async with get_client() as client:
         for p in plan.pools:
@@ -207,6 +209,8 @@ async def _apply(plan: Plan) -> dict[str, Any]:
                 done["pools"][p["name"]] = "updated"
             else:
                 done["pools"][p["name"]] = "unchanged"
+        await asyncio.to_thread(save_block)  # where the deployments' runs persist results
+        done["results"] = RESULTS_BLOCK
         for lim in plan.limits:
             await client.upsert_global_concurrency_limit_by_name(lim["name"], lim["limit"])
             done["limits"][lim["name"]] = lim["limit"]
@@ -232,6 +236,7 @@ async def _apply(plan: Plan) -> dict[str, Any]:
                 parameter_openapi_schema=d.parameter_schema,
                 schedules=schedules,
                 enforce_parameter_schema=True,
+                job_variables={"env": {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": RESULTS_BLOCK}},
             )
             done["deployments"][f"{d.flow_name}/{d.name}"] = str(dep_id)
     return done

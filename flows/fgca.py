@@ -166,34 +166,42 @@ def fgca_generation(
         ):
             store.put_file(f"{prefix}/{name}", out_dir / name)  # stats.json last: marks complete
 
-    with tracking.start_run(settings, "fgca_generation", tags={"stage": "fgca"}) as run:
-        for split, row in stats["table1"].items():
-            mlflow.log_metrics({f"{split}.{k}": v for k, v in row.items()})
-        mlflow.log_metrics(
-            {
-                "images": stats["images"],
-                "quarantined_images": stats["quarantined_images"],
-                "quarantined_rows": len(failed),
-            }
-        )
-        mlflow.log_dict(stats, "stats.json")
-        mlflow.log_dict(report.result, "validation/fgca.json")
-        mlflow.set_tags(
-            {
-                "dataset.version": version,
-                "dataset.uri": store.uri(prefix),
-                **{f"quarantine.{k}": str(v) for k, v in gate.reasons.items()},
-            }
-        )
-        mlflow.log_input(
-            mlflow.data.from_pandas(
-                pd.DataFrame([r.to_json() for r in records]).astype(str),
-                source=store.uri(prefix),
-                name="fgca",
-                digest=version,
-            ),
-            context="fgca",
-        )
+    prior = tracking.finished_run(settings, "fgca", version) if reused else None
+    if prior is not None:  # this version's run exists: one run per FGCA version
+        logger.info("FGCA version %s was logged by run %s", version, prior.info.run_id)
+        run_id = prior.info.run_id
+    else:
+        with tracking.start_run(
+            settings, "fgca_generation", tags={"stage": "fgca", tracking.STAGE_KEY: version}
+        ) as run:
+            for split, row in stats["table1"].items():
+                mlflow.log_metrics({f"{split}.{k}": v for k, v in row.items()})
+            mlflow.log_metrics(
+                {
+                    "images": stats["images"],
+                    "quarantined_images": stats["quarantined_images"],
+                    "quarantined_rows": len(failed),
+                }
+            )
+            mlflow.log_dict(stats, "stats.json")
+            mlflow.log_dict(report.result, "validation/fgca.json")
+            mlflow.set_tags(
+                {
+                    "dataset.version": version,
+                    "dataset.uri": store.uri(prefix),
+                    **{f"quarantine.{k}": str(v) for k, v in gate.reasons.items()},
+                }
+            )
+            mlflow.log_input(
+                mlflow.data.from_pandas(
+                    pd.DataFrame([r.to_json() for r in records]).astype(str),
+                    source=store.uri(prefix),
+                    name="fgca",
+                    digest=version,
+                ),
+                context="fgca",
+            )
+        run_id = run.info.run_id
     if out is None:
         out_dir = publish(out_dir, Path(f.work_dir) / "versions" / version)
     return {
@@ -201,7 +209,7 @@ def fgca_generation(
         "reused": reused,
         "out": str(out_dir),
         "store_uri": store.uri(prefix),
-        "run_id": run.info.run_id,
+        "run_id": run_id,
         **stats,
     }
 

@@ -124,31 +124,26 @@ def store_dataset(store: ArtifactStore, staging: Path, name: str, version: str) 
     return prefix, False
 
 
-@flow(name="twitter_preprocessing", log_prints=True)
-def twitter_preprocessing(
-    config: str | list[str] | None = None, overrides: list[str] | None = None
-) -> dict:
-    """Convert, validate, version and track a Twitter dataset.
-
-    Returns:
-        ``{"version", "reused", "store_prefix", "store_uri", "run_id", "tracking_uri", "counts"}``.
-    """
-    settings = load_settings(config, overrides or [])
-    logger = get_run_logger()
-    src, images = prepare_source(settings)
-    staging, manifest = convert_dataset(settings, src, images)
-    gx_root = Path(settings.data.work_dir) / "gx"
-    validation = validate_dataset(staging, gx_root)
-    store = open_store(settings.store)
-    version = manifest["version"]
-    prefix, reused = store_dataset(store, staging, settings.data.name, version)
-    stored = get_json(store, f"{prefix}/manifest.json")
-    logger.info(
-        "dataset %s version %s %s", settings.data.name, version, "reused" if reused else "stored"
-    )
-
-    counts = manifest["counts"]
-    with tracking.start_run(settings, "twitter_preprocessing", tags={"stage": "preprocess"}) as run:
+def _log_run(
+    settings: Settings,
+    version: str,
+    reused: bool,
+    store: ArtifactStore,
+    prefix: str,
+    staging: Path,
+    counts: dict,
+    manifest: dict,
+    validation: dict,
+    stored: dict,
+    stage_key: str,
+) -> tuple[str, str]:
+    """Log the dataset version's MLflow run (counts, GX results, the dataset input); returns
+    ``(run_id, experiment_id)``."""
+    with tracking.start_run(
+        settings,
+        "twitter_preprocessing",
+        tags={"stage": "preprocess", tracking.STAGE_KEY: stage_key},
+    ) as run:
         for split, stats in counts.items():
             mlflow.log_metrics({f"{split}.{k}": v for k, v in stats.items()})
         mlflow.log_metric("rejects", manifest["rejects"]["count"])
@@ -177,8 +172,52 @@ def twitter_preprocessing(
         mlflow.log_input(dataset, context="preprocessed")
         mlflow.log_dict(validation, "validation/twitter_canonical.json")
         mlflow.log_dict(stored, "manifest.json")
-        run_id = run.info.run_id
+    return run.info.run_id, run.info.experiment_id
 
+
+@flow(name="twitter_preprocessing", log_prints=True)
+def twitter_preprocessing(
+    config: str | list[str] | None = None, overrides: list[str] | None = None
+) -> dict:
+    """Convert, validate, version and track a Twitter dataset.
+
+    Returns:
+        ``{"version", "reused", "store_prefix", "store_uri", "run_id", "tracking_uri", "counts"}``.
+    """
+    settings = load_settings(config, overrides or [])
+    logger = get_run_logger()
+    src, images = prepare_source(settings)
+    staging, manifest = convert_dataset(settings, src, images)
+    gx_root = Path(settings.data.work_dir) / "gx"
+    validation = validate_dataset(staging, gx_root)
+    store = open_store(settings.store)
+    version = manifest["version"]
+    prefix, reused = store_dataset(store, staging, settings.data.name, version)
+    stored = get_json(store, f"{prefix}/manifest.json")
+    logger.info(
+        "dataset %s version %s %s", settings.data.name, version, "reused" if reused else "stored"
+    )
+
+    counts = manifest["counts"]
+    stage_key = f"{settings.data.name}/{version}"
+    prior = tracking.finished_run(settings, "preprocess", stage_key) if reused else None
+    if prior is not None:  # this version's run exists: one run per dataset version
+        logger.info("dataset version %s was logged by run %s", version, prior.info.run_id)
+        run_id, experiment_id = prior.info.run_id, prior.info.experiment_id
+    else:
+        run_id, experiment_id = _log_run(
+            settings,
+            version,
+            reused,
+            store,
+            prefix,
+            staging,
+            counts,
+            manifest,
+            validation,
+            stored,
+            stage_key,
+        )
     shutil.rmtree(staging, ignore_errors=True)  # stored: the store holds every file now
     create_table_artifact(
         key="twitter-counts",
@@ -192,6 +231,6 @@ def twitter_preprocessing(
         "store_uri": store.uri(prefix),
         "run_id": run_id,
         "tracking_uri": mlflow.get_tracking_uri(),
-        "experiment_id": run.info.experiment_id,
+        "experiment_id": experiment_id,
         "counts": counts,
     }

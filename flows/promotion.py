@@ -461,7 +461,6 @@ def smoke_check(settings: Settings, name: str = NAME) -> Callable[[int], list[st
     return run
 
 
-@flow(name="promote", log_prints=True)
 def rescore_check(settings: Settings, name: str = NAME) -> Callable[[int, str], dict]:
     """Score a registered version on the dev split stored at a dataset prefix, with its own
     pipeline (its aligner, interpreter, segmentation and filter settings) on the cached stages
@@ -505,6 +504,7 @@ def rescore_check(settings: Settings, name: str = NAME) -> Callable[[int, str], 
     return run
 
 
+@flow(name="promote", log_prints=True)
 def promote_version(
     config: str | list[str] | None,
     overrides: list[str] | None,

@@ -84,6 +84,29 @@ def start_run(
             raise
 
 
+STAGE_KEY = "stage.key"
+"""The run tag that holds the content key of a stage's work (a dataset version, a model key)."""
+
+
+def finished_run(settings: Settings, stage: str, key: str):
+    """The newest FINISHED run of ``stage`` that did the work of content key ``key`` (tags
+    ``stage`` and :data:`STAGE_KEY`), or None. A stage whose work is reused (a rerun, a flow
+    retried after a later stage failed) returns that run instead of opening another: one
+    MLflow run per stage's work."""
+    experiment_id = configure(settings)
+    runs = mlflow.search_runs(
+        experiment_ids=[experiment_id],
+        filter_string=(
+            f"tags.stage = '{stage}' and tags.`{STAGE_KEY}` = '{key}'"
+            " and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return runs[0] if runs else None
+
+
 class Terminated(BaseException):
     """The process got SIGTERM while a run was open (raised by the handler
     :func:`start_run` installs, so the run ends KILLED instead of staying RUNNING)."""

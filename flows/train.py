@@ -93,6 +93,19 @@ def _load_model(settings: Settings, stage: str):
     return model, processor
 
 
+def registered_version(stage: str, settings: Settings, key: str | None) -> dict | None:
+    """The registered version of ``stage``'s model whose ``model.key`` tag is ``key``, as
+    :func:`_register` returns it (``reused`` True), or None."""
+    name = getattr(settings, stage).register_as or REGISTERED[stage]
+    if not key:
+        return None
+    for mv in mlflow.MlflowClient().search_model_versions(f"name='{name}'"):
+        if mv.tags.get("model.key") == key:
+            uri = f"models:/{name}/{mv.version}"
+            return {"name": name, "version": int(mv.version), "uri": uri, "reused": True}
+    return None
+
+
 def _register(
     stage: str,
     settings: Settings,
@@ -112,12 +125,10 @@ def _register(
 
     name = getattr(settings, stage).register_as or REGISTERED[stage]
     client = mlflow.MlflowClient()
-    key = tags.get("model.key")
-    for mv in client.search_model_versions(f"name='{name}'"):
-        if key and mv.tags.get("model.key") == key:  # a reused model: no duplicate version
-            mlflow.set_tag("registered.reused", f"{name}/{mv.version}")
-            uri = f"models:/{name}/{mv.version}"
-            return {"name": name, "version": int(mv.version), "uri": uri, "reused": True}
+    found = registered_version(stage, settings, tags.get("model.key"))
+    if found is not None:  # a reused model: no duplicate version
+        mlflow.set_tag("registered.reused", f"{name}/{found['version']}")
+        return found
     info = mlflow.pyfunc.log_model(
         name=stage,
         python_model=IeaModel(),
@@ -341,6 +352,40 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
     }
 
 
+def _finished_aligner(settings: Settings, key: str, register: bool) -> dict | None:
+    """What :func:`aligner_training` returns, from the FINISHED run that trained and scored
+    the aligner of ``key`` (and its registered version, when ``register``), when that run and
+    the model (local, or restored from the store) exist; else None. A rerun, or a flow
+    retried after a later stage failed, opens no second run and scores nothing again."""
+    prior = tracking.finished_run(settings, "aligner", key)
+    if prior is None:
+        return None
+    registered = registered_version("aligner", settings, key) if register else None
+    if register and registered is None:
+        return None
+    work = Path(settings.data.work_dir) / "models" / "aligner" / key
+    final = work / "model"
+    if not (final / "iea_model.json").is_file() and not _restore(work, settings, "aligner"):
+        return None
+    get_run_logger().info(
+        "aligner %s trained and scored by run %s: reusing %s", key, prior.info.run_id, final
+    )
+    m = prior.data.metrics
+    result = json.loads((work / "result.json").read_text())
+    return {
+        **{k: v for k, v in result.items() if k != "history"},
+        "reused": True,
+        "key": key,
+        "model_dir": str(final),
+        "test_span_acc": m["test/span_acc"],
+        "test_exact_acc": m["test/exact_acc"],
+        "test_false_alignment_rate": m["test/false_alignment_rate"],
+        "test_valid": m["test/valid"],
+        "run_id": prior.info.run_id,
+        "registered": registered,
+    }
+
+
 @flow(name="aligner_training", log_prints=True)
 def aligner_training(
     config: str | list[str] | None = None,
@@ -353,10 +398,18 @@ def aligner_training(
     settings = load_settings(config, overrides or [])
     fgca = fgca_generation(config, overrides)  # published under its version
     root = prepare_pascal(settings)
+    key = aligner_key(settings, fgca["version"], {"dev_select": ALIGNER_DEV_SELECTION})
+    done = _finished_aligner(settings, key, register)
+    if done is not None:
+        return {**done, "fgca_version": fgca["version"], "fgca_reused": fgca["reused"]}
     with tracking.start_run(
         settings,
         "aligner_training",
-        tags={"stage": "aligner", "work_pool": training_pool(settings, "aligner")},
+        tags={
+            "stage": "aligner",
+            "work_pool": training_pool(settings, "aligner"),
+            tracking.STAGE_KEY: key,
+        },
         system_metrics=True,
     ) as run:
         mlflow.set_tags({"dataset.fgca.version": fgca["version"]})

@@ -42,9 +42,10 @@ def test_preprocess_twice_reuses_the_version(tmp_path, flow_overrides):
 
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     runs = _runs(uri)
-    assert len(runs) == 2
-    assert list(runs["metrics.train.tweets"]) == [30.0, 30.0]
-    assert list(runs["tags.dataset.reused"]) == ["false", "true"]
+    # one run per dataset version: the rerun reuses the version and names its run
+    assert len(runs) == 1 and second["run_id"] == first["run_id"]
+    assert list(runs["metrics.train.tweets"]) == [30.0]
+    assert list(runs["tags.dataset.reused"]) == ["false"]
     assert runs["params.data.name"].iloc[0] == "synthetic-twitter"
     client = mlflow.MlflowClient(uri)
     digests = {

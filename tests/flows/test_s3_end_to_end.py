@@ -3,7 +3,9 @@ moto's server mode, standing in for MinIO), MLflow's tracking and registry on Po
 Prefect server of the harness, and the credentials only in the environment.
 
 One retrain of a very small demo (a few tweets, one epoch per model: what is checked here is
-where things go, not how well they learn). Afterwards:
+where things go, not how well they learn), whose JMASA stage fails once and which Prefect
+retries: the retry re-executes none of the earlier stages, and each stage's work has one MLflow
+run (the JMASA stage one FAILED and one FINISHED) and one object version. Afterwards:
 
 * the bucket holds every stage's output: the tweet and FGCA datasets, the interpretations, the
   aligned regions, both trained models under ``models/<stage>/<key>/``, and MLflow's artifacts
@@ -99,8 +101,8 @@ def s3_world(tmp_path, monkeypatch, s3_endpoint, pg_url, model_cache):
     return tmp_path, caches, overrides
 
 
-def test_a_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket(
-    s3_world, s3_endpoint, files_holding, model_cache
+def test_a_retried_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket_once(
+    s3_world, s3_endpoint, files_holding, model_cache, monkeypatch
 ):
     tmp_path, caches, overrides = s3_world
     settings = load_settings(DEMO, overrides)
@@ -108,8 +110,38 @@ def test_a_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket(
     assert settings.store.endpoint == s3_endpoint and not settings.store.secure
     assert settings.local_caches()[:3] == [caches / "work", caches / "fgca", model_cache]
 
-    first = retrain(DEMO, overrides)
-    assert set(first["stages"].values()) <= {"ran", "promoted", "rejected"}, first["stages"]
+    from prefect import task
+    from prefect.cache_policies import NONE
+
+    import flows.train
+
+    real, calls = flows.train.train_jmasa_task, []
+
+    @task(cache_policy=NONE)
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected: the JMASA stage fails once")
+        return real.fn(*args, **kwargs)
+
+    monkeypatch.setattr(flows.train, "train_jmasa_task", fails_once)
+    from prefect.settings import PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK, temporary_settings
+
+    from flows.results import save_block
+
+    # Prefect's results (here: the failed try's exception) in the store, as `iea deploy` sets
+    with temporary_settings({PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK: save_block()}):
+        first = retrain.with_options(retries=1)(DEMO, overrides)
+    assert len(calls) == 2 and first["stages"]["jmasa"] == "ran", first["stages"]
+    # the retry found preprocess, FGCA and the aligner done: one run each, nothing redone
+    assert first["stages"]["preprocess"] == first["stages"]["aligner"] == "skipped (reused)"
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    by_stage = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        by_stage.setdefault(r.data.tags.get("stage"), []).append(r.info.status)
+    assert by_stage["preprocess"] == by_stage["fgca"] == by_stage["aligner"] == ["FINISHED"]
+    assert by_stage["jmasa"] == ["FAILED", "FINISHED"], by_stage
 
     # the bucket holds every stage's output
     s3, keys = _bucket(s3_endpoint)
@@ -124,8 +156,14 @@ def test_a_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket(
         "models/aligner",
         "models/jmasa",
     }
-    assert stages <= tops, sorted(tops)
+    results = {k for k in keys if k.startswith("prefect-results/")}
+    assert results, "the failed try persisted no Prefect result in the bucket"
+    tops -= {"prefect-results/" + k.split("/")[1] for k in results}
     assert {t for t in tops if not t.startswith("mlflow/")} == stages, sorted(tops)
+    for prefix in ("datasets/twitter/synthetic-twitter/", "datasets/fgca/"):  # one version
+        assert (
+            len({k.removeprefix(prefix).split("/")[0] for k in keys if k.startswith(prefix)}) == 1
+        )
     for stage in ("aligner", "jmasa"):
         done = [k for k in keys if k.startswith(f"models/{stage}/") and k.endswith("/result.json")]
         assert len(done) == 1, (stage, done)
@@ -137,7 +175,6 @@ def test_a_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket(
         assert head["Metadata"].get("sha256") == hashlib.sha256(body).hexdigest(), key
     # the registered version's weights (the JMASA model and its aligner) are the trained ones,
     # byte for byte
-    client = mlflow.MlflowClient()
     version = client.get_model_version("iea-jmasa", str(first["version"]))
     where = client.get_model_version_download_uri("iea-jmasa", version.version)
     assert where.startswith(f"s3://{BUCKET}/mlflow/"), where

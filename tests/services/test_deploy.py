@@ -112,6 +112,7 @@ async def _state(client) -> dict:
             "pool": d.work_pool_name,
             "crons": sorted(s.schedule.cron for s in scheds),
             "params": d.parameters,
+            "env": (d.job_variables or {}).get("env"),
         }
     pools = {p.name: p.type for p in await client.read_work_pools()}
     gpu = await client.read_global_concurrency_limit_by_name("gpu")
@@ -137,6 +138,10 @@ def test_deploy_creates_pools_limit_and_deployments_with_their_crons_and_twice_i
     assert deps["data-validation"]["pool"] == "cpu" and deps["threshold-search"]["crons"] == []
     assert deps["retrain"]["params"] == {"promote": True, "config": ["configs/demo.yaml"]}
     assert deployed["first"]["pools"] == {"cpu": "created", "gpu": "created"}
+    # every deployment's runs persist Prefect results in the project's store (the bucket)
+    env = {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "iea-store-results/iea"}
+    assert all(d["env"] == env for d in deps.values()), deps
+    assert deployed["first"]["results"] == "iea-store-results/iea"
 
     again = json.loads(_iea(server, "deploy", "--config", "configs/demo.yaml").stdout)
     assert again["pools"] == {"cpu": "unchanged", "gpu": "unchanged"}
