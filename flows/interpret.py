@@ -1,10 +1,13 @@
 """Prefect flow ``image_interpretation``: every image of a dataset through the interpreter stage.
 
-Images are processed in chunks mapped over a thread pool of ``interpreter.concurrency``
-workers that share one :class:`ImageInterpreter` (models load once, on the first cache miss).
-Per-image results go to the store under ``interpretations/<run key>/``; images that cannot be
-decoded are listed in ``quarantine.jsonl`` there with their reason, and the run goes on.
-MLflow gets the counts, images/s and regions/s, and a sample of overlays.
+Images are processed in chunks mapped over the task runner ``runtime.task_runner`` selects
+(:mod:`flows.runners`): a thread pool of ``interpreter.concurrency`` workers that share one
+:class:`ImageInterpreter` (models load once, on the first cache miss), or the processes of a
+Dask cluster (one interpreter per process). Per-image results go to the store under
+``interpretations/<run key>/``, and the sampled overlays under ``.../overlays/`` (so a worker
+on another machine needs no shared disk); images that cannot be decoded are listed in
+``quarantine.jsonl`` there with their reason, and the run goes on. MLflow gets the counts,
+images/s and regions/s, and the overlays.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from pathlib import Path
 
 import mlflow
 from prefect import flow, get_run_logger, task
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import tracking
 from flows.preprocess import prepare_source
@@ -47,10 +49,13 @@ def _interpreter(settings: Settings) -> ImageInterpreter:
 
 @task
 def interpret_chunk(
-    settings: Settings, paths: list[str], run_key: str, overlay_dir: str, overlays: int
+    settings: Settings, paths: list[str], run_key: str, overlays: int
 ) -> list[dict]:
     """Interpret a chunk of images; returns one summary per image (or its error). The first
-    ``overlays`` images that decode get an overlay in ``overlay_dir``."""
+    ``overlays`` images that decode get an overlay under ``interpretations/<run_key>/overlays/``
+    in the store."""
+    from iea.store import put_tree
+
     interp = _interpreter(settings)
     store = interp.store
     out = []
@@ -64,7 +69,9 @@ def interpret_chunk(
         doc = result.to_json()
         store.put(f"interpretations/{run_key}/{result.image_sha256}.json", json.dumps(doc).encode())
         if overlays > 0:
-            write_outputs(result, Path(overlay_dir) / Path(p).stem)
+            with tempfile.TemporaryDirectory() as tmp:
+                write_outputs(result, Path(tmp))
+                put_tree(store, f"interpretations/{run_key}/overlays/{Path(p).stem}", tmp)
             overlays -= 1
         out.append(
             {
@@ -121,10 +128,7 @@ def image_interpretation(
     per_chunk = -(-n_samples // len(chunks)) if chunks else 0  # ceil: spread over the chunks
     with tempfile.TemporaryDirectory() as overlays:
         t0 = time.perf_counter()
-        futures = [
-            interpret_chunk.submit(settings, chunk, run_key, overlays, per_chunk)
-            for chunk in chunks
-        ]
+        futures = [interpret_chunk.submit(settings, chunk, run_key, per_chunk) for chunk in chunks]
         rows = []
         for f in futures:
             rows += f.result()
@@ -134,6 +138,9 @@ def image_interpretation(
         errors = [r for r in rows if "error" in r]
         store = open_store(settings.store)
         prefix = f"interpretations/{run_key}"
+        for key in store.list(f"{prefix}/overlays/"):
+            if key.endswith("/overlay.png"):
+                store.get_file(key, Path(overlays) / key.removeprefix(f"{prefix}/overlays/"))
         store.put(
             f"{prefix}/quarantine.jsonl", "".join(json.dumps(e) + "\n" for e in errors).encode()
         )
@@ -172,7 +179,10 @@ def image_interpretation(
 def run_image_interpretation(
     config: str | list[str] | None, overrides: list[str], **kwargs
 ) -> dict:
-    """Run the flow with a thread pool of ``interpreter.concurrency`` workers."""
+    """Run the flow on the task runner of ``runtime.task_runner`` (threads:
+    ``interpreter.concurrency`` of them)."""
+    from flows.runners import task_runner
+
     settings = load_settings(config, overrides)
-    runner = ThreadPoolTaskRunner(max_workers=settings.interpreter.concurrency)
+    runner = task_runner(settings, settings.interpreter.concurrency)
     return image_interpretation.with_options(task_runner=runner)(config, overrides, **kwargs)

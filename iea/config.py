@@ -86,6 +86,15 @@ class RuntimeSettings(_Section):
     cpu_pool: str = "cpu"
     gpu_pool: str = "gpu"
     """Prefect work pools that deployments of CPU and GPU stages are routed to."""
+    task_runner: Literal["thread", "dask"] = "thread"
+    """How image interpretation and batch prediction fan their chunks out: threads of this
+    process (``interpreter.concurrency``), or the workers of a Dask cluster (``prefect-dask``,
+    the ``worker`` extra)."""
+    dask_address: str | None = None
+    """``tcp://host:8786`` of a running Dask scheduler; None: a local cluster of
+    ``dask_workers`` processes, started for the run and stopped after it."""
+    dask_workers: int = Field(2, ge=1)
+    """Worker processes of the local cluster (one thread each)."""
 
 
 class SyntheticTwitterSettings(_Section):

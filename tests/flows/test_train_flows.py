@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -575,7 +576,10 @@ def test_retrain_killed_in_fine_tuning_resumes_to_the_same_registered_model(
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     registered = _weights(resolve(out["uri"], tmp_path / "registered").model_dir)
 
-    work.rename(tmp_path / "resumed")  # the same key again: trained from scratch, uninterrupted
+    # the same key again: trained from scratch, uninterrupted (the model also leaves the store,
+    # which would give it back)
+    work.rename(tmp_path / "resumed")
+    shutil.rmtree(workdir / "store" / "models" / "jmasa" / work.name)
     again = run()
     assert again["stages"]["jmasa"] == "ran" and again["version"] == out["version"]
     assert json.loads((work / "result.json").read_text())["resumed_from"] is None
