@@ -4,7 +4,10 @@ Requests come from :func:`iea.batch.read_requests` (a JSONL of text + image path
 public-format dataset with its images) ``chunk`` at a time, each chunk a Prefect task; answers
 and failures are appended to ``predictions.jsonl.partial`` / ``failures.jsonl.partial`` and
 renamed into place when the run ends, so a crashed run never leaves a file that looks
-complete. Memory holds one chunk, whatever the input's length.
+complete. Memory holds one chunk, whatever the input's length. With ``runtime.task_runner:
+dask`` the chunks go to the workers of a Dask cluster (:mod:`flows.runners`), at most
+``2 * runtime.dask_workers`` in flight, each worker loading the version once; answers are
+written in input order as with threads.
 
 ``OUT/predictions.jsonl``: one line per answered tweet, ``{"id", "where", "image", "text",
 "pairs" (each with the regions that back it), "regions", "output", "parsed", "ablation",
@@ -17,6 +20,8 @@ overlays as artifacts).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import json
 import os
@@ -32,11 +37,30 @@ from iea.batch import Failed, Request, Summary, read_requests
 from iea.config import load_settings
 from iea.progress import report
 
+_PREDICTORS: dict[tuple[str, str], Any] = {}
+
+
+def _predictor(model: str, tracking_uri: str):
+    """The registered ``model``'s predictor, loaded once per process (a Dask worker's tasks
+    share it)."""
+    key = (model, tracking_uri)
+    if key not in _PREDICTORS:
+        from flows.registry import load_predictor
+
+        mlflow.set_tracking_uri(tracking_uri)
+        _PREDICTORS[key] = load_predictor(model)[0]
+    return _PREDICTORS[key]
+
 
 @task(cache_policy=NONE, task_run_name="predict-chunk-{index}")
-def predict_chunk(predictor, chunk: list[Request | Failed], index: int) -> list[dict[str, Any]]:
+def predict_chunk(
+    predictor, chunk: list[Request | Failed], index: int, tracking_uri: str | None = None
+) -> list[dict[str, Any]]:
     """``{"ok": answer}`` or ``{"failed": Failed}`` per item of ``chunk``, in order: a tweet
-    whose image cannot be read, or whose prediction raises, fails alone."""
+    whose image cannot be read, or whose prediction raises, fails alone. ``predictor`` is a
+    loaded predictor, or a model URI loaded here from ``tracking_uri`` (on a Dask worker)."""
+    if isinstance(predictor, str):
+        predictor = _predictor(predictor, tracking_uri)
     out = []
     for item in chunk:
         if isinstance(item, Failed):
@@ -77,7 +101,8 @@ def batch_predict(
         The summary: ``{"requests", "answered", "failed", "pairs", "tweets_with_pairs",
         "polarity", "failure_reasons", "model", "out", "run_id"}``.
     """
-    from flows.registry import load_predictor
+    from flows.registry import load_predictor, version_of
+    from flows.runners import task_runner
     from iea.predict import draw_pairs
 
     if chunk < 1:
@@ -87,7 +112,15 @@ def batch_predict(
     tracking.configure(settings)
     requests = read_requests(input, images, fmt)  # raises on a missing input before any work
     first = list(itertools.islice(requests, 1))
-    predictor, answered_by = load_predictor(model)
+    fan_out = settings.runtime.task_runner != "thread"
+    if fan_out and model.startswith("models:/"):  # each worker loads it once (module doc)
+        name, version = version_of(model)
+        predictor = f"models:/{name}/{version}"  # the alias resolved once, for every chunk
+        answered_by = {"model": predictor, "name": name, "version": version}
+    elif fan_out:
+        predictor, answered_by = model, {"model": model}
+    else:
+        predictor, answered_by = load_predictor(model)
     total = _count_lines(Path(input)) if fmt is None else None
     dst = Path(out)
     (dst / "overlays").mkdir(parents=True, exist_ok=True)
@@ -100,11 +133,10 @@ def batch_predict(
         fails_part.open("w", encoding="utf-8") as fails,
     ):
         mlflow.log_params({"model": answered_by["model"], "input": str(input), "out": str(dst)})
-        for index in itertools.count():
-            items = list(itertools.islice(stream, chunk))
-            if not items:
-                break
-            for row in predict_chunk(predictor, items, index):
+
+        def write(rows: list[dict[str, Any]]) -> None:
+            nonlocal drawn
+            for row in rows:
                 if "failed" in row:
                     summary.add_failure(row["failed"])
                     fails.write(json.dumps(row["failed"].to_json(), ensure_ascii=False) + "\n")
@@ -126,6 +158,29 @@ def batch_predict(
                 summary.failed,
             )
             report("batch predict", done, total)  # a bar on the CLI, counts in Prefect
+
+        with contextlib.ExitStack() as stack:
+            runner = stack.enter_context(task_runner(settings, 1)) if fan_out else None
+            window: collections.deque = collections.deque()  # chunks in flight, input order
+            ahead = 2 * settings.runtime.dask_workers
+            for index in itertools.count():
+                items = list(itertools.islice(stream, chunk))
+                if not items:
+                    break
+                if runner is None:
+                    write(predict_chunk(predictor, items, index))
+                    continue
+                params = {
+                    "predictor": predictor,
+                    "chunk": items,
+                    "index": index,
+                    "tracking_uri": mlflow.get_tracking_uri(),
+                }
+                window.append(runner.submit(predict_chunk, params))
+                while len(window) > ahead:  # memory holds a bounded number of chunks
+                    write(window.popleft().result())
+            while window:
+                write(window.popleft().result())
         result = {**summary.to_json(), "model": answered_by}
         mlflow.log_metrics({k: v for k, v in summary.to_json().items() if isinstance(v, int)})
         mlflow.log_metrics({f"polarity/{k}": v for k, v in summary.polarity.items()})

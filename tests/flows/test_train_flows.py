@@ -634,6 +634,39 @@ def test_batch_predict_streams_answers_and_lists_every_failure(workdir, override
     assert run.data.metrics["failed"] == 2
 
 
+def test_batch_predict_on_a_dask_cluster_writes_what_the_thread_runner_wrote(
+    workdir, overrides, tmp_path, monkeypatch
+):
+    """The same batch (six test tweets and a missing image, chunks of two) on the thread runner
+    and on a local 2-process Dask cluster, each worker loading the version from the registry:
+    the same predictions and failures, byte for byte, in input order."""
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))  # the workers' server
+    (test_file,) = (workdir / "store" / "datasets" / "twitter").glob("*/*/test.jsonl")
+    (images,) = (workdir / "work" / "synthetic").glob("*/images")
+    rows = [
+        {"id": t["id"], "text": " ".join(t["tokens"]), "image": str(images / t["image_id"])}
+        for t in (json.loads(x) for x in test_file.read_text().splitlines()[:6])
+    ]
+    rows.insert(3, {"text": "my dog", "image": "missing.jpg"})
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    outs = {}
+    for runner in ("thread", "dask"):
+        outs[runner] = tmp_path / runner
+        res = CliRunner().invoke(
+            app,
+            ["batch-predict", "--config", DEMO, "--input", str(inp), "--out", str(outs[runner]),
+             "--model", "models:/iea-jmasa/1", "--chunk", "2", "--overlays", "0", *overrides,
+             f"runtime.task_runner={runner}"],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["answered"] == 6
+    for name in ("predictions.jsonl", "failures.jsonl"):
+        assert (outs["dask"] / name).read_bytes() == (outs["thread"] / name).read_bytes(), name
+
+
 def test_no_credential_in_the_model_folders_tracking_store_or_artifacts(workdir, files_holding):
     """Runs last: everything this module trained, registered, searched and promoted was made
     with ``store.secret_key`` set; no file under its folders holds the value."""
