@@ -42,50 +42,55 @@ def _outputs(store: Path, prefix: str, provenance: bool = True) -> dict[str, byt
     return out
 
 
-@pytest.fixture
-def images_and_base(tmp_path, flow_overrides, model_cache, monkeypatch):
-    from prefect.settings import PREFECT_API_URL
-
-    # Dask's worker processes report their task runs to the test's Prefect server
-    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
-    syn = generate(tmp_path / "syn", n_train=10, n_dev=3, n_test=3, seed=5)
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, model_cache):
+    """16 images (4 chunks of 4), the overrides every run shares, and the thread runner's
+    run over them (the reference)."""
+    tmp = tmp_path_factory.mktemp("dask")
+    syn = generate(tmp / "syn", n_train=10, n_dev=3, n_test=3, seed=5)
     base = [
-        *flow_overrides,
+        f"data.work_dir={tmp / 'work'}",
+        f"tracking.uri=sqlite:///{tmp / 'mlruns' / 'mlflow.db'}",
+        f"tracking.artifact_root={tmp / 'mlruns' / 'artifacts'}",
         f"runtime.model_cache={model_cache}",
         "interpreter.overlay_samples=1",
         "interpreter.concurrency=1",  # 4 chunks of 4 images
     ]
-    return str(syn.images), base
+    images = str(syn.images)
+    thread = run_image_interpretation(DEMO, [*base, f"store.root={tmp / 'thread'}"], images=images)
+    assert thread["images"] == 16 and thread["segmentation_cache_hits"] == 0
+    return {"images": images, "base": base, "thread": thread, "store": tmp / "thread"}
+
+
+@pytest.fixture
+def api_url_for_workers(monkeypatch):
+    """Dask's worker processes report their task runs to the test's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
 
 
 def test_a_local_dask_cluster_gives_the_thread_runners_outputs_byte_for_byte(
-    tmp_path, images_and_base
+    tmp_path, world, api_url_for_workers
 ):
-    images, base = images_and_base
-    thread = run_image_interpretation(
-        DEMO, [*base, f"store.root={tmp_path / 'thread'}"], images=images
-    )
+    images, base, thread = world["images"], world["base"], world["thread"]
     dask = run_image_interpretation(
         DEMO,
         [*base, f"store.root={tmp_path / 'dask'}", "runtime.task_runner=dask"],
         images=images,
     )
-    assert thread["images"] == dask["images"] == 16
-    assert thread["segmentation_cache_hits"] == dask["segmentation_cache_hits"] == 0
-    a = _outputs(tmp_path / "thread", thread["store_prefix"])
+    assert dask["images"] == 16 and dask["segmentation_cache_hits"] == 0
+    a = _outputs(world["store"], thread["store_prefix"])
     b = _outputs(tmp_path / "dask", dask["store_prefix"])
     assert len(a) == 16 and a == b
     # the overlay a worker drew reached the flow through the store
     assert list((tmp_path / "dask" / dask["store_prefix"] / "overlays").glob("*/overlay.png"))
 
 
-def test_a_worker_killed_mid_chunk_loses_no_image(tmp_path, images_and_base):
+def test_a_worker_killed_mid_chunk_loses_no_image(tmp_path, world, api_url_for_workers):
     from distributed import Client, LocalCluster
 
-    images, base = images_and_base
-    thread = run_image_interpretation(
-        DEMO, [*base, f"store.root={tmp_path / 'thread'}"], images=images
-    )
+    images, base, thread = world["images"], world["base"], world["thread"]
     store = tmp_path / "dask"
     prefix = store / thread["store_prefix"]
     killed = {}
@@ -128,6 +133,6 @@ def test_a_worker_killed_mid_chunk_loses_no_image(tmp_path, images_and_base):
     assert dask["segmentation_cache_hits"] >= 1, dask
     # the same interpretations as the thread runner's, byte for byte; only the record of
     # which came from the cache differs
-    assert _outputs(tmp_path / "thread", thread["store_prefix"], provenance=False) == _outputs(
+    assert _outputs(world["store"], thread["store_prefix"], provenance=False) == _outputs(
         store, dask["store_prefix"], provenance=False
     )
