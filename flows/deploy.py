@@ -173,7 +173,7 @@ async def _apply(plan: Plan) -> dict[str, Any]:
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.exceptions import ObjectNotFound
 
-    from flows.results import RESULTS_BLOCK, save_block
+    from flows.results import RESULTS_BLOCK, RESULTS_ENV, save_block
 
     done: dict[str, Any] = {"pools": {}, "limits": {}, "deployments": {}}
     async with get_client() as client:
@@ -236,7 +236,7 @@ async def _apply(plan: Plan) -> dict[str, Any]:
                 parameter_openapi_schema=d.parameter_schema,
                 schedules=schedules,
                 enforce_parameter_schema=True,
-                job_variables={"env": {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": RESULTS_BLOCK}},
+                job_variables={"env": RESULTS_ENV},
             )
             done["deployments"][f"{d.flow_name}/{d.name}"] = str(dep_id)
     return done

@@ -7,9 +7,9 @@ the worker's disk.
 store from the settings of the flow run in progress (its ``config`` and ``overrides``
 parameters, which every flow of :mod:`flows` has), and the credentials from the environment,
 like the rest of the run. ``iea deploy`` saves it on the server as :data:`RESULTS_BLOCK` and
-sets ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` to it in every deployment's environment, so a
-worker's flow runs persist there (Prefect refuses an unsaved block as a flow's
-``result_storage``, hence the server-side default).
+sets it as the default result storage, with persistence on (:data:`RESULTS_ENV`), in every
+deployment's environment, so a worker's flow runs persist there (Prefect refuses an unsaved
+block as a flow's ``result_storage``, hence the server-side default).
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ from prefect.filesystems import WritableFileSystem
 RESULTS_PREFIX = "prefect-results"
 RESULTS_BLOCK = "iea-store-results/iea"
 """The saved block's slug: ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK``'s value."""
+RESULTS_ENV = {
+    "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": RESULTS_BLOCK,
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+}
+"""What ``iea deploy`` sets in every deployment's environment: runs persist their results
+(a flow handed off to another pool returns its result through them), in the store."""
 
 
 class StoreResults(WritableFileSystem):

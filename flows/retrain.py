@@ -1,5 +1,7 @@
 """The ``retrain`` flow: the platform's scheduled job, from the data to a promotion decision.
 
+With ``runtime.handoff`` the stages up to registration run as a run of that deployment on its
+pool (:mod:`flows.handoff`), this flow waiting for it; without it, in this process:
 preprocess (subflow) -> FGCA + aligner (subflow; reused when their inputs did not change) ->
 interpret and align the tweets -> NMI -> JMASA fine-tuning -> evaluation -> register (a new
 version is ``@challenger``) -> promote (:mod:`flows.promotion`). Every stage is skipped when a
@@ -78,7 +80,13 @@ def retrain(
         configs.append(str(extra))
         settings = load_settings(configs, overrides)
         logger.info("thresholds from %s: %s", thresholds_from, settings.filters.model_dump())
-    trained = jmasa_finetune(configs, overrides, register=True)
+    if settings.runtime.handoff:  # the training stages on the gpu pool (flows/handoff.py)
+        from flows.handoff import run_stage
+
+        params = {"config": configs, "overrides": overrides, "register": True}
+        trained = run_stage(settings.runtime.handoff, params)
+    else:
+        trained = jmasa_finetune(configs, overrides, register=True)
     aligner = trained["aligner"] or {}
     registered = trained["registered"]
     stages = {

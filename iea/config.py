@@ -95,6 +95,11 @@ class RuntimeSettings(_Section):
     ``dask_workers`` processes, started for the run and stopped after it."""
     dask_workers: int = Field(2, ge=1)
     """Worker processes of the local cluster (one thread each)."""
+    handoff: str | None = None
+    """``flow/deployment`` (e.g. ``jmasa_finetune/jmasa-finetune``, on the ``gpu`` pool in
+    ``prefect.yaml``) that the ``retrain`` flow hands its training stages to with
+    ``run_deployment``, waiting for the run and reading its result from the result storage;
+    None: they run in the retrain's own process."""
 
 
 class SyntheticTwitterSettings(_Section):

@@ -16,15 +16,22 @@ run (the JMASA stage one FAILED and one FINISHED) and one object version. Afterw
   Prefect persisted no result;
 * the credentials are nowhere: not in the bucket, the caches, MLflow's params and tags or the
   Prefect server's logs;
-* with every local cache wiped (a fresh worker), a second retrain takes every stage from the
-  bucket: nothing is trained again and the same version is decided on.
+* with every local cache wiped (a fresh worker), a second retrain, handing its training stages
+  to the ``jmasa-finetune`` deployment on a ``gpu`` pool served by a process worker
+  (``runtime.handoff``, as the ``retrain`` deployment does), takes every stage from the
+  bucket: nothing is trained again, the result comes back through the bucket, and the same
+  version is decided on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -35,7 +42,8 @@ from iea.config import load_settings
 from iea.models.refs import prepare_tiny
 
 pytestmark = [pytest.mark.flows, pytest.mark.model, pytest.mark.services]
-DEMO = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+REPO = Path(__file__).resolve().parents[2]
+DEMO = str(REPO / "configs" / "demo.yaml")
 BUCKET = "iea-e2e"
 KEY_ID, SECRET = "AKIA-cAnArY-id-3b7", "cAnArY-s3-secret-8e21f"
 TINY = [
@@ -67,6 +75,40 @@ def _bucket(endpoint: str):
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
         keys += [o["Key"] for o in page.get("Contents", [])]
     return s3, keys
+
+
+@contextlib.contextmanager
+def _gpu_pool_worker(log: Path):
+    """A process work pool ``gpu``, the ``jmasa-finetune`` deployment on it (as
+    ``prefect.yaml`` declares it, with ``iea deploy``'s environment) and a process worker
+    serving it (this process's environment: the bucket, Postgres and the test's Prefect
+    server); yields the deployment's ``flow/name``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.results import RESULTS_ENV
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="gpu", type="process"), overwrite=True)
+        flow_id = client.create_flow_from_name("jmasa_finetune")
+        client.create_deployment(
+            flow_id, "jmasa-finetune", entrypoint="flows/train.py:jmasa_finetune",
+            path=str(REPO), work_pool_name="gpu", job_variables={"env": RESULTS_ENV},
+        )  # fmt: skip
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_WORKER_QUERY_SECONDS": "1"}  # fmt: skip
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "gpu",
+         "--type", "process"],
+        cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield "jmasa_finetune/jmasa-finetune"
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
 
 
 def _files(root: Path) -> list[Path]:
@@ -219,7 +261,14 @@ def test_a_retried_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket_onc
 
     # a fresh worker: every local cache wiped, the bucket and the tracking store kept
     shutil.rmtree(caches)
-    second = retrain(DEMO, overrides)
+    log = tmp_path / "worker.log"
+    with _gpu_pool_worker(log) as handoff:
+        try:
+            second = retrain(DEMO, [*overrides, f"runtime.handoff={handoff}"])
+        except Exception as e:
+            raise AssertionError(
+                f"handoff failed; the worker's log:\n{log.read_text()[-6000:]}"
+            ) from e
     assert second["stages"]["preprocess"] == "skipped (reused)"
     assert second["stages"]["fgca"] == "skipped (reused)"
     assert second["stages"]["aligner"] == "skipped (reused)", second["stages"]
@@ -227,3 +276,11 @@ def test_a_retried_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket_onc
     assert second["stages"]["register"] == "skipped (version exists)"
     assert second["version"] == first["version"]
     assert second["test"] == first["test"]
+    # the training stages ran as a run of their deployment, in the worker's process, and their
+    # result came back through the bucket
+    with get_client(sync_client=True) as prefect:
+        (dep,) = [d for d in prefect.read_deployments() if d.name == "jmasa-finetune"]
+        runs = prefect.read_flow_runs()
+    handed = [r for r in runs if r.deployment_id == dep.id]
+    assert len(handed) == 1 and handed[0].state.is_completed(), handed
+    assert len(_bucket(s3_endpoint)[1]) > len(keys)  # its persisted result, at least

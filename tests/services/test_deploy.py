@@ -132,14 +132,24 @@ def test_deploy_creates_pools_limit_and_deployments_with_their_crons_and_twice_i
     state = deployed["state"]
     assert state["pools"] == {"cpu": "process", "gpu": "docker"} and state["gpu"] == 1
     deps = state["deployments"]
-    assert set(deps) == {"retrain", "data-validation", "threshold-search", "batch-predict"}
-    assert deps["retrain"]["crons"] == ["0 3 * * 1"] and deps["retrain"]["pool"] == "gpu"
+    assert set(deps) == {
+        "retrain", "jmasa-finetune", "data-validation", "threshold-search", "batch-predict"
+    }  # fmt: skip
+    assert deps["retrain"]["crons"] == ["0 3 * * 1"] and deps["retrain"]["pool"] == "cpu"
+    assert deps["jmasa-finetune"]["pool"] == "gpu"  # the retrain hands its training stages there
     assert deps["data-validation"]["crons"] == ["0 2 * * *"]
     assert deps["data-validation"]["pool"] == "cpu" and deps["threshold-search"]["crons"] == []
-    assert deps["retrain"]["params"] == {"promote": True, "config": ["configs/demo.yaml"]}
+    assert deps["retrain"]["params"] == {
+        "promote": True,
+        "config": ["configs/demo.yaml"],
+        "overrides": ["runtime.handoff=jmasa_finetune/jmasa-finetune"],
+    }
     assert deployed["first"]["pools"] == {"cpu": "created", "gpu": "created"}
     # every deployment's runs persist Prefect results in the project's store (the bucket)
-    env = {"PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "iea-store-results/iea"}
+    env = {
+        "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "iea-store-results/iea",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+    }
     assert all(d["env"] == env for d in deps.values()), deps
     assert deployed["first"]["results"] == "iea-store-results/iea"
 
