@@ -23,13 +23,16 @@ GPU_LEASE_SECONDS = 300.0
 
 
 @contextlib.contextmanager
-def gpu_slot(pool: str, what: str, lease_seconds: float = GPU_LEASE_SECONDS):
+def gpu_slot(
+    pool: str, what: str, lease_seconds: float = GPU_LEASE_SECONDS, limit: str = GPU_LIMIT
+):
     """Hold one slot of the ``gpu`` limit for the block when ``pool`` is ``gpu``.
 
     Args:
         pool: the stage's pool kind (``cpu`` or ``gpu``).
         what: the stage, for the log line.
         lease_seconds: how long the slot stays taken after this process stops renewing it.
+        limit: the global concurrency limit (``gpu``; another name in tests).
     """
     if pool != "gpu":
         yield
@@ -37,7 +40,7 @@ def gpu_slot(pool: str, what: str, lease_seconds: float = GPU_LEASE_SECONDS):
     from prefect.concurrency.sync import concurrency
 
     start = time.monotonic()
-    with concurrency(GPU_LIMIT, occupy=1, lease_duration=lease_seconds):
+    with concurrency(limit, occupy=1, lease_duration=lease_seconds):
         waited = time.monotonic() - start
         if waited > 1:
             get_run_logger().info("%s waited %.0f s for a gpu slot", what, waited)
@@ -45,19 +48,21 @@ def gpu_slot(pool: str, what: str, lease_seconds: float = GPU_LEASE_SECONDS):
 
 
 @task(name="hold_gpu")
-def _hold(seconds: float, lease_seconds: float) -> dict:
-    with gpu_slot("gpu", "gpu_check", lease_seconds):
+def _hold(seconds: float, lease_seconds: float, limit: str) -> dict:
+    with gpu_slot("gpu", "gpu_check", lease_seconds, limit):
         start = time.time()
         time.sleep(seconds)
         return {"start": start, "end": time.time()}
 
 
 @flow(name="gpu_check")
-def gpu_check(seconds: float = 1.0, lease_seconds: float = GPU_LEASE_SECONDS) -> dict:
+def gpu_check(
+    seconds: float = 1.0, lease_seconds: float = GPU_LEASE_SECONDS, limit: str = GPU_LIMIT
+) -> dict:
     """Hold a ``gpu`` slot for ``seconds`` without work: checks that a worker of the ``gpu``
     pool can take the slot, and that runs queue on it (their held intervals never overlap).
 
     Returns:
         ``{"start", "end"}``: when the slot was held (epoch seconds).
     """
-    return _hold(seconds, lease_seconds)
+    return _hold(seconds, lease_seconds, limit)

@@ -103,9 +103,12 @@ def _client_call(server, fn):
 
 
 async def _state(client) -> dict:
+    """What ``iea deploy`` made (the kill scenario's pool and deployment left out)."""
     deps = await client.read_deployments()
     out = {}
     for d in deps:
+        if d.work_pool_name == LEASE_POOL:
+            continue
         scheds = await client.read_deployment_schedules(d.id)
         out[d.name] = {
             "id": str(d.id),
@@ -114,13 +117,13 @@ async def _state(client) -> dict:
             "params": d.parameters,
             "env": (d.job_variables or {}).get("env"),
         }
-    pools = {p.name: p.type for p in await client.read_work_pools()}
+    pools = {p.name: p.type for p in await client.read_work_pools() if p.name != LEASE_POOL}
     gpu = await client.read_global_concurrency_limit_by_name("gpu")
     return {"deployments": out, "pools": pools, "gpu": gpu.limit}
 
 
 @pytest.fixture(scope="module")
-def deployed(server):
+def deployed(server, killed_holding_the_slot):
     first = json.loads(_iea(server, "deploy", "--config", "configs/demo.yaml").stdout)
     state = _client_call(server, _state)
     return {"first": first, "state": state}
@@ -266,65 +269,111 @@ def test_two_gpu_stage_runs_never_hold_the_slot_at_once(server, deployed):
     assert (spans[1][1] - spans[0][0]).total_seconds() >= 6.0  # served one after the other
 
 
-def test_a_run_killed_holding_the_gpu_slot_crashes_and_the_slot_comes_back(server, deployed):
-    """A ``gpu_check`` run on a process worker takes the ``gpu`` slot with a 60 s lease (the
-    server's minimum; stages use 300 s) and its process is SIGKILLed: the worker reports the
-    run CRASHED, the slot stays taken until the lease runs out (the killed process renews it
-    no more), then the server takes it back and a run that was waiting for it starts."""
+LEASE_LIMIT, LEASE_POOL = "gpu-lease-test", "lease-test"
+"""The kill scenario's own limit and pool: it runs beside the module's other tests."""
+
+
+def _kill_holding_the_slot(server, out: dict) -> None:
+    """A ``gpu_check`` run on a process worker takes a slot of :data:`LEASE_LIMIT` with a 60 s
+    lease and its process is SIGKILLed; then a second run asks for the slot. Fills ``out``
+    with ``killed_at``, ``crashed``, ``waited`` (seconds from the kill to the second run's
+    start), or ``error``."""
     import signal
+    import traceback
 
     import psutil
+    from prefect.client.schemas.actions import WorkPoolCreate
 
-    async def setup(client):
-        flow_id = await client.create_flow_from_name("gpu_check")
-        dep = await client.create_deployment(
-            flow_id, "gpu-check-kill", entrypoint="flows/gpu.py:gpu_check", path=str(REPO),
-            work_pool_name="cpu",
+    try:
+
+        async def setup(client):
+            await client.create_work_pool(WorkPoolCreate(name=LEASE_POOL, type="process"))
+            await client.upsert_global_concurrency_limit_by_name(LEASE_LIMIT, 1)
+            flow_id = await client.create_flow_from_name("gpu_check")
+            dep = await client.create_deployment(
+                flow_id, "gpu-check-kill", entrypoint="flows/gpu.py:gpu_check", path=str(REPO),
+                work_pool_name=LEASE_POOL,
+            )  # fmt: skip
+            run = await client.create_flow_run_from_deployment(
+                dep, parameters={"seconds": 300.0, "lease_seconds": 60.0, "limit": LEASE_LIMIT}
+            )
+            return run.id
+
+        run_id = _client_call(server, setup)
+        worker = subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", LEASE_POOL, "--type",
+             "process", "--run-once"],
+            cwd=REPO, env=_env(server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
         )  # fmt: skip
-        run = await client.create_flow_run_from_deployment(
-            dep, parameters={"seconds": 300.0, "lease_seconds": 60.0}
+
+        async def holding(client):
+            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+            lim = await client.read_global_concurrency_limit_by_name(LEASE_LIMIT)
+            return any(r.state.is_running() for r in runs) and lim.active_slots == 1
+
+        deadline = time.monotonic() + 120
+        while not _client_call(server, holding):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the run never held the slot: {worker.stdout.read()}")
+            time.sleep(0.5)
+        time.sleep(2)  # inside the slot, its lease renewed at least once
+        flow_procs = psutil.Process(worker.pid).children(recursive=True)
+        if not flow_procs:
+            raise RuntimeError("the worker started no process for the run")
+        for proc in flow_procs:
+            proc.send_signal(signal.SIGKILL)
+        out["killed_at"] = time.time()
+        log, _ = worker.communicate(timeout=60)
+
+        async def state(client):
+            return (await client.read_flow_run(run_id)).state
+
+        out["crashed"] = _client_call(server, state).is_crashed()
+        out["worker_log"] = log[-3000:]
+        code = (
+            "import json; from flows.gpu import gpu_check; "
+            f"print(json.dumps(gpu_check(1.0, limit={LEASE_LIMIT!r})))"
         )
-        return run.id
-
-    run_id = _client_call(server, setup)
-    worker = subprocess.Popen(
-        [str(BIN / "prefect"), "worker", "start", "--pool", "cpu", "--type", "process",
-         "--run-once"],
-        cwd=REPO, env=_env(server), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-
-    async def holding(client):
-        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-        runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        waiting = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=_env(server), capture_output=True,
+            text=True, timeout=180,
+        )  # fmt: skip
+        if waiting.returncode != 0:
+            raise RuntimeError(waiting.stderr[-2000:])
+        out["waited"] = (
+            json.loads(waiting.stdout.strip().splitlines()[-1])["start"] - out["killed_at"]
         )
-        gpu = await client.read_global_concurrency_limit_by_name("gpu")
-        return any(r.state.is_running() for r in runs) and gpu.active_slots == 1
+    except Exception:
+        out["error"] = traceback.format_exc()
 
-    deadline = time.monotonic() + 120
-    while not _client_call(server, holding):
-        assert worker.poll() is None and time.monotonic() < deadline, worker.stdout.read()
-        time.sleep(0.5)
-    time.sleep(2)  # inside the slot, its lease renewed at least once
-    flow_procs = psutil.Process(worker.pid).children(recursive=True)
-    assert flow_procs, "the worker started no process for the run"
-    for p in flow_procs:
-        p.send_signal(signal.SIGKILL)
-    killed_at = time.time()
-    out, _ = worker.communicate(timeout=60)
 
-    async def state(client):
-        return (await client.read_flow_run(run_id)).state
+@pytest.fixture(scope="module")
+def killed_holding_the_slot(server):
+    """:func:`_kill_holding_the_slot` in a thread, started with the server: its minute of
+    waiting for the lease passes while the module's other tests run."""
+    import threading
 
-    assert _client_call(server, state).is_crashed(), out[-3000:]
-    waiting = subprocess.run(
-        [sys.executable, "-c", GPU_CHECK.replace("3.0", "1.0")], cwd=REPO, env=_env(server),
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert waiting.returncode == 0, waiting.stderr[-2000:]
-    started = json.loads(waiting.stdout.strip().splitlines()[-1])["start"]
-    waited = started - killed_at
+    out: dict = {}
+    thread = threading.Thread(target=_kill_holding_the_slot, args=(server, out), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_run_killed_holding_the_gpu_slot_crashes_and_the_slot_comes_back(
+    killed_holding_the_slot,
+):
+    """A ``gpu_check`` run on a process worker takes a ``gpu``-kind slot with a 60 s lease
+    (the server's minimum; stages use 300 s) and its process is SIGKILLed: the worker reports
+    the run CRASHED, the slot stays taken until the lease runs out (the killed process renews
+    it no more), then the server takes it back and a run that was waiting for it starts."""
+    thread, out = killed_holding_the_slot
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in out, out.get("error")
+    assert out["crashed"], out["worker_log"]
     # the slot came back with the lease (60 s after the last renewal), not at the kill
-    assert 30 <= waited <= 90, waited
+    assert 30 <= out["waited"] <= 90, out["waited"]
