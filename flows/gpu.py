@@ -16,6 +16,7 @@ import contextlib
 import time
 
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
 
 GPU_LIMIT = "gpu"
 GPU_LEASE_SECONDS = 300.0
@@ -47,7 +48,7 @@ def gpu_slot(
         yield
 
 
-@task(name="hold_gpu")
+@task(name="hold_gpu", cache_policy=NONE)
 def _hold(seconds: float, lease_seconds: float, limit: str) -> dict:
     with gpu_slot("gpu", "gpu_check", lease_seconds, limit):
         start = time.time()

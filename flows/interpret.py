@@ -20,6 +20,7 @@ from pathlib import Path
 
 import mlflow
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
 
 from flows import tracking
 from flows.preprocess import prepare_source
@@ -47,7 +48,7 @@ def _interpreter(settings: Settings) -> ImageInterpreter:
     return _INTERPRETERS[key]
 
 
-@task
+@task(cache_policy=NONE)
 def interpret_chunk(
     settings: Settings, paths: list[str], run_key: str, overlays: int
 ) -> list[dict]:

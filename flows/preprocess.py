@@ -21,6 +21,7 @@ import mlflow
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NONE
 
 from flows import tracking
 from flows.validation import ValidationFailed, validate_tweets
@@ -38,7 +39,7 @@ DATASET_FILES = (
 )
 
 
-@task
+@task(cache_policy=NONE)
 def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
     """The annotation folder and image folder to convert (generating synthetic data if asked)."""
     data = settings.data
@@ -79,7 +80,7 @@ def prepare_source(settings: Settings) -> tuple[Path, Path | None]:
     return out / "annotations", out / "images"
 
 
-@task
+@task(cache_policy=NONE)
 def convert_dataset(settings: Settings, src: Path, images: Path | None) -> tuple[Path, dict]:
     """Convert into a staging folder; returns it and the manifest."""
     data = settings.data
@@ -98,7 +99,7 @@ def convert_dataset(settings: Settings, src: Path, images: Path | None) -> tuple
     return staging, manifest
 
 
-@task
+@task(cache_policy=NONE)
 def validate_dataset(staging: Path, gx_root: Path) -> dict:
     """Run the ``twitter_canonical`` GX suite on every split; a failure stops the flow."""
     results, failed = {}, []
@@ -113,7 +114,7 @@ def validate_dataset(staging: Path, gx_root: Path) -> dict:
     return results
 
 
-@task
+@task(cache_policy=NONE)
 def store_dataset(store: ArtifactStore, staging: Path, name: str, version: str) -> tuple[str, bool]:
     """Put the dataset under its content-addressed prefix unless that version is already there."""
     prefix = f"datasets/twitter/{name}/{version}"

@@ -24,9 +24,13 @@ RESULTS_BLOCK = "iea-store-results/iea"
 RESULTS_ENV = {
     "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": RESULTS_BLOCK,
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+    "PREFECT_TASKS_DEFAULT_PERSIST_RESULT": "false",
 }
-"""What ``iea deploy`` sets in every deployment's environment: runs persist their results
-(a flow handed off to another pool returns its result through them), in the store."""
+"""What ``iea deploy`` sets in every deployment's environment: flow runs persist their results
+(a flow handed off to another pool returns its result through them), in the store; tasks do
+not (a persisted task result turns on Prefect's input-keyed task cache, which would hand a
+later run the path of a staging folder long removed: the stages reuse work by content keys
+of their own)."""
 
 
 class StoreResults(WritableFileSystem):
@@ -45,10 +49,11 @@ class StoreResults(WritableFileSystem):
         settings = load_settings(params.get("config"), params.get("overrides") or [])
         return open_store(settings.store)
 
-    def read_path(self, path: str) -> bytes:
+    def read_path(self, path: str, _sync: bool | None = None) -> bytes:
+        """``_sync``: Prefect's call convention for sync-compatible blocks (these are sync)."""
         return self._store().get(f"{RESULTS_PREFIX}/{path}")
 
-    def write_path(self, path: str, content: bytes) -> str:
+    def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
         self._store().put(f"{RESULTS_PREFIX}/{path}", content)
         return path
 

@@ -106,8 +106,8 @@ def _gpu_pool_worker(log: Path):
     )  # fmt: skip
     try:
         yield "jmasa_finetune/jmasa-finetune"
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
+    finally:  # its run is over: the worker and what it started go (a SIGTERM can hang it)
+        os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
 
 
@@ -285,4 +285,6 @@ def test_a_retried_retrain_on_s3_and_postgres_keeps_every_byte_in_the_bucket_onc
         runs = prefect.read_flow_runs()
     handed = [r for r in runs if r.deployment_id == dep.id]
     assert len(handed) == 1 and handed[0].state.is_completed(), handed
+    errors = [x for x in log.read_text().splitlines() if "| ERROR" in x]
+    assert errors == [], errors  # e.g. a result that could not be written
     assert len(_bucket(s3_endpoint)[1]) > len(keys)  # its persisted result, at least

@@ -152,6 +152,7 @@ def test_deploy_creates_pools_limit_and_deployments_with_their_crons_and_twice_i
     env = {
         "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": "iea-store-results/iea",
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+        "PREFECT_TASKS_DEFAULT_PERSIST_RESULT": "false",
     }
     assert all(d["env"] == env for d in deps.values()), deps
     assert deployed["first"]["results"] == "iea-store-results/iea"
