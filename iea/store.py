@@ -202,6 +202,19 @@ class LocalStore:
         return sha256_file(path)
 
 
+def _rewinding(fh):
+    """A sink for :meth:`S3Store._read` writing into ``fh``; ``None`` empties it (a new try)."""
+
+    def sink(block: bytes | None) -> None:
+        if block is None:
+            fh.seek(0)
+            fh.truncate()
+        else:
+            fh.write(block)
+
+    return sink
+
+
 class S3Store:
     """Artifacts as objects in an S3/MinIO bucket (created on first use)."""
 
@@ -329,15 +342,7 @@ class S3Store:
 
     def get(self, key: str) -> bytes:
         buf = io.BytesIO()
-
-        def sink(block: bytes | None) -> None:
-            if block is None:
-                buf.seek(0)
-                buf.truncate()
-            else:
-                buf.write(block)
-
-        self._read(key, sink)
+        self._read(key, _rewinding(buf))
         return buf.getvalue()
 
     def get_file(self, key: str, dest: Path) -> Path:
@@ -348,15 +353,7 @@ class S3Store:
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-
-                def sink(block: bytes | None) -> None:
-                    if block is None:
-                        fh.seek(0)
-                        fh.truncate()
-                    else:
-                        fh.write(block)
-
-                self._read(key, sink)
+                self._read(key, _rewinding(fh))
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
