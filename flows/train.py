@@ -174,6 +174,12 @@ def model_prefix(stage: str, key: str) -> str:
     return f"models/{stage}/{key}"
 
 
+def model_work(settings: Settings, stage: str, key: str) -> Path:
+    """The local cache folder of ``stage``'s model of ``key``: ``model/``, ``result.json`` and
+    the training's checkpoints (under ``data.work_dir``, one of the declared caches)."""
+    return Path(settings.data.work_dir) / "models" / stage / key
+
+
 def _restore(work: Path, settings: Settings, stage: str) -> bool:
     """Bring a model trained elsewhere (another worker, a wiped disk) from the store into the
     local cache ``work``; False when the store has no complete model under its key."""
@@ -277,7 +283,7 @@ def train_aligner_task(settings: Settings, fgca: dict, root: Path) -> dict:
     cfg = finetune_config(stage, seed)
     # the dev selection is wired here, in flows/: its number stands for that code in the key
     key = aligner_key(settings, fgca["version"], {"dev_select": ALIGNER_DEV_SELECTION})
-    work = Path(settings.data.work_dir) / "models" / "aligner" / key
+    work = model_work(settings, "aligner", key)
     final = work / "model"
     reused = _reuse(work, settings, "aligner")
     if reused is not None:
@@ -363,7 +369,7 @@ def _finished_aligner(settings: Settings, key: str, register: bool) -> dict | No
     registered = registered_version("aligner", settings, key) if register else None
     if register and registered is None:
         return None
-    work = Path(settings.data.work_dir) / "models" / "aligner" / key
+    work = model_work(settings, "aligner", key)
     final = work / "model"
     if not (final / "iea_model.json").is_file() and not _restore(work, settings, "aligner"):
         return None
@@ -519,7 +525,7 @@ def train_jmasa_task(
     stage = settings.jmasa
     t = stage.train
     cfg = finetune_config(stage, settings.runtime.seed)
-    work = Path(settings.data.work_dir) / "models" / "jmasa" / key
+    work = model_work(settings, "jmasa", key)
     final = work / "model"
     train_examples = (
         examples["train"][: t.max_train_examples] if t.max_train_examples else examples["train"]
