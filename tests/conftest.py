@@ -13,6 +13,8 @@ set_offline_defaults()
 
 XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 """Worker processes of this run (``pytest -n N``; 1 without xdist, as ``make test`` runs)."""
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+"""``gw0``, ``gw1``, ... in an xdist worker; empty in a run without xdist."""
 if XDIST_WORKERS > 1:
     # Each worker takes its share of the cores: torch's default of one thread per core in every
     # worker makes the workers' kernels fight over the same cores (2 workers x 2 threads on 2
@@ -44,23 +46,87 @@ def twitter_root() -> Path:
     return TWITTER
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory) -> Path:
-    """A session-wide temporary cache where ``tiny-*`` models are built once;
-    ``$IEA_TEST_MODEL_CACHE`` names a folder to reuse between runs instead (local iteration;
-    a changed recipe still rebuilds, as its folder name holds its source hash).
-
-    Under xdist the workers share one cache (in the run's common temporary folder) and, before
-    their first model test, each builds the :data:`WORLD_MODELS` no other worker is building
-    (``prepare_tiny(skip_busy=True)``), so the builds run side by side and none runs twice."""
+def _model_cache_dir(config: pytest.Config) -> Path:
+    """Where this run's tiny models are built: ``$IEA_TEST_MODEL_CACHE`` when set (reused
+    between runs), else ``model-cache`` in the run's temporary folder, which xdist workers
+    share (their own folders are ``popen-gwN`` inside the controller's)."""
     reuse = os.environ.get("IEA_TEST_MODEL_CACHE")
     if reuse:
-        path = Path(reuse)
-    elif XDIST_WORKERS > 1:
-        path = tmp_path_factory.getbasetemp().parent / "model-cache"
-        path.mkdir(exist_ok=True)
-    else:
-        path = tmp_path_factory.mktemp("model-cache")
+        return Path(reuse)
+    base = config._tmp_path_factory.getbasetemp()  # pytest's session temp folder
+    return (base.parent if XDIST_WORKER else base) / "model-cache"
+
+
+def _needs_models(item: pytest.Item) -> bool:
+    return item.get_closest_marker("model") is not None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Files without tiny-model tests first (in their order), then the files with them: the
+    unit, data, service and fault tests run while the tiny models build in the background
+    (:func:`_start_background_build`). A file stays whole, so its module fixtures set up once
+    and xdist's ``--dist loadfile`` keeps it on one worker."""
+    late = {item.path for item in items if _needs_models(item)}
+    items.sort(key=lambda item: item.path in late)  # stable: the order within each part stays
+
+
+_BUILD: dict = {}
+"""The background build process of this run, if one was started."""
+
+
+def pytest_collection_finish(session):
+    """Start building the :data:`WORLD_MODELS` in a background process as soon as the
+    collected tests are known to need them (one process per run: xdist worker ``gw0``)."""
+    if XDIST_WORKER not in ("", "gw0") or session.config.option.collectonly:
+        return
+    if any(_needs_models(item) for item in session.items):
+        _start_background_build(_model_cache_dir(session.config))
+
+
+def _start_background_build(cache: Path) -> None:
+    """``prepare_tiny(WORLD_MODELS)`` into ``cache`` in a child process (its log:
+    ``<cache>/background-build.log``). Tests that need a model take its lock and wait for it
+    (:func:`iea.models.refs.ensure_tiny`), so nothing is built twice; a build that fails here
+    is retried, with its error, by the first test that needs the model."""
+    import subprocess
+    import sys
+
+    from iea.models.refs import is_built
+
+    if all(is_built(name, cache=cache) for name in WORLD_MODELS):
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    code = (
+        "import sys; from iea.models.refs import prepare_tiny; "
+        f"prepare_tiny({list(WORLD_MODELS)!r}, cache=sys.argv[1], progress=print)"
+    )
+    log = open(cache / "background-build.log", "ab")
+    _BUILD["proc"] = subprocess.Popen(
+        [sys.executable, "-c", code, str(cache)], cwd=REPO, stdout=log, stderr=log
+    )
+    _BUILD["log"] = log
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop a background build still running (a run that stopped early) and close its log."""
+    proc = _BUILD.pop("proc", None)
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=30)
+    if "log" in _BUILD:
+        _BUILD.pop("log").close()
+
+
+@pytest.fixture(scope="session")
+def model_cache(request) -> Path:
+    """The session-wide cache where ``tiny-*`` models are built once (:func:`_model_cache_dir`:
+    ``$IEA_TEST_MODEL_CACHE`` names a folder to reuse between runs; a changed recipe still
+    rebuilds, as its folder name holds its source hash). The :data:`WORLD_MODELS` are already
+    building in the background when the first test asks for it
+    (:func:`pytest_collection_finish`); under xdist each worker also builds, before its first
+    model test, the ones no other process is building (``prepare_tiny(skip_busy=True)``)."""
+    path = _model_cache_dir(request.config)
+    path.mkdir(parents=True, exist_ok=True)
     old = os.environ.get("IEA_MODEL_CACHE")
     os.environ["IEA_MODEL_CACHE"] = str(path)
     if XDIST_WORKERS > 1:

@@ -236,6 +236,12 @@ def _built(path: Path) -> bool:
     return (path / "config.json").is_file() or (path / "spec.json").is_file()
 
 
+def is_built(name: str, *, seed: int = 0, cache: str | Path | None = None) -> bool:
+    """True when tiny model ``name`` at ``seed`` is complete in the cache (builds are renamed
+    into place, so a folder that exists is whole)."""
+    return _built(tiny_path(name, seed=seed, cache=cache))
+
+
 def tiny_path(name: str, *, seed: int = 0, cache: str | Path | None = None) -> Path:
     """``<cache>/<tiny_identity(name, seed)>`` (whether or not it is built yet)."""
     if name not in TINY_BUILDERS:
