@@ -100,21 +100,18 @@ def _start_background_build(cache: Path) -> None:
         "import sys; from iea.models.refs import prepare_tiny; "
         f"prepare_tiny({list(WORLD_MODELS)!r}, cache=sys.argv[1], progress=print)"
     )
-    log = open(cache / "background-build.log", "ab")
-    _BUILD["proc"] = subprocess.Popen(
-        [sys.executable, "-c", code, str(cache)], cwd=REPO, stdout=log, stderr=log
-    )
-    _BUILD["log"] = log
+    with open(cache / "background-build.log", "ab") as log:  # the child keeps its own copy
+        _BUILD["proc"] = subprocess.Popen(
+            [sys.executable, "-c", code, str(cache)], cwd=REPO, stdout=log, stderr=log
+        )
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Stop a background build still running (a run that stopped early) and close its log."""
+    """Stop a background build still running (a run that stopped early)."""
     proc = _BUILD.pop("proc", None)
     if proc is not None and proc.poll() is None:
         proc.terminate()
         proc.wait(timeout=30)
-    if "log" in _BUILD:
-        _BUILD.pop("log").close()
 
 
 @pytest.fixture(scope="session")
