@@ -1,16 +1,22 @@
-"""Interpreter throughput and peak memory: the stock SAM mask generator vs our segmentation.
+"""Segmentation and interpretation throughput and peak memory, and the fast mask generator's
+agreement with the stock one.
 
     .venv/bin/python benchmarks/interpret.py [--images 8] [--config configs/demo.yaml] [k=v ...]
 
-On the same images and the config's SAM, measures
+On the same images and the config's SAM, measures the segmentation stage
+(``iea.vision.segment.segment_image``: resize, generate, postprocess to <= L regions, plus the
+region features) with
 
-* stock: ``SamAutomaticMaskGenerator.generate(image)`` as segment-anything ships it;
-* ours: ``iea.vision.segment.segment_image`` (resize, generate, postprocess to <= L regions)
-  plus the region features (Laplacian variances);
-* interpretation: the config's VLM over every kept region (batched, greedy, bounded).
+* stock: segment-anything's ``SamAutomaticMaskGenerator`` (``segment.generator=stock``);
+* fast: :class:`iea.vision.masks.FastMaskGenerator` (``segment.generator=fast``);
+
+and interpretation: the config's VLM over every kept region (batched, greedy, bounded).
 
 Each measurement runs in a fresh process (so its peak memory is its own) after one warm-up
-image; the median per-image time is reported with the throughput.
+image; the median per-image time is reported with the throughput. Timed images are the
+config's synthetic tweet images; the agreement (per image: the same number of regions, and the
+mean IoU of region k of stock's label map with region k of fast's) also covers three awkward
+images (1600 x 1200, 48 x 36, grayscale), which are not timed.
 """
 
 from __future__ import annotations
@@ -36,6 +42,31 @@ def _images(n: int, size: tuple[int, int]) -> list[np.ndarray]:
     return [np.asarray(draw_image(make_tweet(rng, i), size, 100 + i)) for i in range(n + 1)]
 
 
+def _awkward() -> list[np.ndarray]:
+    import cv2
+
+    from iea.data.synthetic import draw_image, make_tweet
+
+    rng = random.Random(1)
+    color = np.asarray(draw_image(make_tweet(rng, 2), (320, 240), 8))
+    gray = cv2.cvtColor(color, cv2.COLOR_RGB2GRAY)
+    return [
+        np.asarray(draw_image(make_tweet(rng, 1), (1600, 1200), 7)),
+        np.asarray(draw_image(make_tweet(rng, 3), (48, 36), 9)),
+        cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB),
+    ]
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> tuple[bool, float]:
+    """(same region count, mean IoU of region k in ``a`` and in ``b`` over the ids of either)."""
+    ids = sorted(set(np.unique(a).tolist()) | set(np.unique(b).tolist()))
+    ious = []
+    for k in ids:
+        x, y = a == k, b == k
+        ious.append(float((x & y).sum() / max(1, (x | y).sum())))
+    return len(np.unique(a)) == len(np.unique(b)), float(np.mean(ious))
+
+
 def _peak_mib() -> float:
     import torch
 
@@ -55,17 +86,24 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
 
     s = load_settings(config, overrides)
     rt, seg = s.runtime, s.segment
+    if kind in ("stock", "fast"):
+        seg = seg.model_copy(update={"generator": kind})
     torch.set_grad_enabled(False)
     images = _images(n, s.data.synthetic.image_size)
     generator = build_mask_generator(
         load_sam(seg.sam, seg.sam_checkpoint, device=rt.device, cache=rt.model_cache), seg
     )
 
-    def ours(img):
+    def segment(img):
         labels, regions = segment_image(
-            img, generator.generate, seg.num_regions, max_side=seg.max_side, min_side=seg.min_side
+            img,
+            generator.generate,
+            seg.num_regions,
+            max_side=seg.max_side,
+            min_side=seg.min_side,
+            min_own_share=seg.min_own_share,
         )
-        laplacian_variances(img, labels, regions)
+        laplacian_variances(img, labels, regions)  # the region features (timed with it)
         return labels, regions
 
     times, counts = [], []
@@ -78,13 +116,7 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
         f = s.filters
         work = []
         for img in images:
-            labels, regions = segment_image(
-                img,
-                generator.generate,
-                seg.num_regions,
-                max_side=seg.max_side,
-                min_side=seg.min_side,
-            )
+            labels, regions = segment(img)
             var = laplacian_variances(img, labels, regions)
             regions = [
                 r.__class__(**{**r.to_json(), "bbox": r.bbox, "laplacian_var": v})
@@ -108,20 +140,24 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
             times.append(time.perf_counter() - t0)
             counts.append(len(crops))
     else:
-        step = generator.generate if kind == "stock" else ours
-        step(images[0])
+        labels = []
+        segment(images[0])
         for img in images[1:]:
             t0 = time.perf_counter()
-            out = step(img)
+            label_map, regions = segment(img)
             times.append(time.perf_counter() - t0)
-            counts.append(len(out) if kind == "stock" else len(out[1]))
+            counts.append(len(regions))
+            labels.append(label_map)
+        peak = _peak_mib()  # the awkward images below are not part of the timing
+        labels += [segment(img)[0] for img in _awkward()]
     queue.put(
         {
             "kind": kind,
             "times": times,
             "counts": counts,
-            "peak_mib": _peak_mib(),
+            "peak_mib": peak if kind != "interpret" else _peak_mib(),
             "device": str(generator.predictor.device),
+            "labels": labels if kind != "interpret" else [],
         }
     )
 
@@ -139,7 +175,7 @@ def main() -> None:
         overrides.append(f"runtime.model_cache={Path(tempfile.gettempdir()) / 'iea-bench-models'}")
     ctx = mp.get_context("spawn")
     results = {}
-    for kind in ("stock", "ours", "interpret"):
+    for kind in ("stock", "fast", "interpret"):
         queue = ctx.Queue()
         proc = ctx.Process(target=_measure, args=(kind, args.config, overrides, args.images, queue))
         proc.start()
@@ -150,15 +186,30 @@ def main() -> None:
     device = results["stock"]["device"]
     print(f"config {args.config} {' '.join(args.overrides)}; {args.images} images; device {device}")
     print("| stage | images/s | median s/image | units/s | peak MiB |\n|---|---|---|---|---|")
-    units = {"stock": "masks", "ours": "regions", "interpret": "regions"}
+    units = dict.fromkeys(results, "regions")
     for kind, r in results.items():
         total = sum(r["times"])
         print(
             f"| {kind} | {len(r['times']) / total:.2f} | {statistics.median(r['times']):.3f} | "
             f"{sum(r['counts']) / total:.1f} {units[kind]} | {r['peak_mib']:.0f} |"
         )
-    ratio = sum(results["stock"]["times"]) / sum(results["ours"]["times"])
-    print(f"segmentation throughput ratio ours/stock: {ratio:.2f}x")
+    names = [f"image {i + 1}" for i in range(args.images)] + ["1600x1200", "48x36", "grayscale"]
+    for kind in ("fast",):
+        ratio = sum(results["stock"]["times"]) / sum(results[kind]["times"])
+        print(f"segmentation throughput ratio {kind}/stock: {ratio:.2f}x")
+        agree = [
+            _agreement(a, b)
+            for a, b in zip(results["stock"]["labels"], results[kind]["labels"], strict=True)
+        ]
+        same = sum(ok for ok, _ in agree)
+        mious = [m for _, m in agree]
+        print(
+            f"agreement {kind} vs stock over {len(agree)} images: same region count on {same}"
+            f" ({same / len(agree):.0%}); mIoU min {min(mious):.4f}, mean {np.mean(mious):.4f}"
+        )
+        for name, (ok, miou) in zip(names, agree, strict=True):
+            if not ok or miou < 0.98:
+                print(f"  differs: {name}: same count {ok}, mIoU {miou:.4f}")
     print(
         json.dumps({k: {"times": v["times"], "counts": v["counts"]} for k, v in results.items()}),
         file=sys.stderr,

@@ -175,6 +175,19 @@ class SegmentSettings(_Section):
     points_per_batch: int = Field(64, ge=1)
     box_nms_thresh: float = Field(0.7, ge=0.0, le=1.0)
     min_mask_region_area: int = Field(0, ge=0)
+    generator: Literal["stock", "fast"] = "fast"
+    """``stock``: segment-anything's ``SamAutomaticMaskGenerator``; ``fast``:
+    :class:`iea.vision.masks.FastMaskGenerator` (stock's decisions, pre-filtered at low
+    resolution, upsamples only what it keeps; needs ``min_mask_region_area`` 0)."""
+
+    @model_validator(mode="after")
+    def _fast_generator_options(self) -> SegmentSettings:
+        if self.generator != "stock" and self.min_mask_region_area > 0:
+            raise ValueError(
+                f"segment.generator {self.generator!r} does not remove small regions: set"
+                " segment.min_mask_region_area to 0 or segment.generator to 'stock'"
+            )
+        return self
 
 
 class FilterSettings(_Section):

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from iea.data.regions import Region
+from iea.vision.masks import FastMaskGenerator
 
 BACKGROUND_ID = 0
 BACKGROUND_SCORE = 1.0
@@ -183,9 +184,19 @@ def segment_image(
 
 
 def build_mask_generator(sam, settings) -> Any:
-    """segment-anything's ``SamAutomaticMaskGenerator`` with :class:`SegmentSettings` values."""
+    """The mask generator ``settings.generator`` names (:class:`SegmentSettings` values):
+    segment-anything's ``SamAutomaticMaskGenerator`` or :class:`FastMaskGenerator`."""
     from segment_anything import SamAutomaticMaskGenerator
 
+    if settings.generator == "fast":
+        return FastMaskGenerator(
+            sam,
+            points_per_side=settings.points_per_side,
+            points_per_batch=settings.points_per_batch,
+            pred_iou_thresh=settings.pred_iou_thresh,
+            stability_score_thresh=settings.stability_score_thresh,
+            box_nms_thresh=settings.box_nms_thresh,
+        )
     return SamAutomaticMaskGenerator(
         sam,
         points_per_side=settings.points_per_side,

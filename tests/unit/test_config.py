@@ -194,3 +194,11 @@ def test_setting_sources_name_where_each_value_came_from(tmp_path):
 def test_an_s3_artifact_root_keeps_its_scheme():
     s = load_settings(overrides=["tracking.artifact_root=s3://iea/mlflow"], env={})
     assert s.tracking.artifact_root == "s3://iea/mlflow"
+
+
+def test_the_fast_mask_generator_refuses_small_region_removal():
+    from iea.config import SegmentSettings
+
+    with pytest.raises(ValueError, match="min_mask_region_area"):
+        SegmentSettings(generator="fast", min_mask_region_area=10)
+    assert SegmentSettings(generator="fast").generator == "fast"
