@@ -10,7 +10,10 @@ region features) with
 * stock: segment-anything's ``SamAutomaticMaskGenerator`` (``segment.generator=stock``);
 * fast: :class:`iea.vision.masks.FastMaskGenerator` (``segment.generator=fast``);
 
-and interpretation: the config's VLM over every kept region (batched, greedy, bounded).
+and interpretation: the config's VLM over every kept region (greedy, bounded) three ways, on
+the same crops in one process: one crop per ``generate`` call (a plain HF loop), one image's
+crops in batches of ``interpreter.batch_size`` (what the flow does), and every image's crops in
+one call batched across images; it checks that the three give the same answers.
 
 Each measurement runs in a fresh process (so its peak memory is its own) after one warm-up
 image; the median per-image time is reported with the throughput. Timed images are the
@@ -106,7 +109,7 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
         laplacian_variances(img, labels, regions)  # the region features (timed with it)
         return labels, regions
 
-    times, counts = [], []
+    times, counts, extra = [], [], {}
     if kind == "interpret":
         from iea.models.vlm import VisionLanguageModel
 
@@ -129,16 +132,37 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
                 [region_crop(img, labels, r) for r, k in zip(regions, keep, strict=True) if k]
             )
 
-        def step(crops):
-            it = s.interpreter
-            return interpret_crops(vlm, crops, INTERPRET_REGION, it.max_new_tokens, it.batch_size)
+        it = s.interpreter
 
-        step(work[0])
+        def run(crops, batch_size):
+            return interpret_crops(vlm, crops, INTERPRET_REGION, it.max_new_tokens, batch_size)
+
+        # three ways over the same crops, alternating image by image so that machine noise
+        # falls on all three: one crop per generate call (the plain HF loop), one image's
+        # crops in batches of interpreter.batch_size (what the flow does), and (below) every
+        # image's crops in one call, batched across images
+        modes = {"one-by-one": 1, "per image": it.batch_size}
+        for batch_size in modes.values():
+            run(work[0], batch_size)  # warm-up
+        spent = dict.fromkeys([*modes, "across images"], 0.0)
+        raw = {m: [] for m in spent}
         for crops in work[1:]:
-            t0 = time.perf_counter()
-            step(crops)
-            times.append(time.perf_counter() - t0)
+            for mode, batch_size in modes.items():
+                t0 = time.perf_counter()
+                raw[mode] += [a.raw for a in run(crops, batch_size)]
+                spent[mode] += time.perf_counter() - t0
+            times.append(spent["per image"])
             counts.append(len(crops))
+        every = [c for crops in work[1:] for c in crops]
+        t0 = time.perf_counter()
+        raw["across images"] = [a.raw for a in run(every, it.batch_size)]
+        spent["across images"] = time.perf_counter() - t0
+        times = [spent["per image"] / len(work[1:])] * len(work[1:])
+        extra = {
+            "modes": spent,
+            "regions": len(every),
+            "same": len({tuple(v) for v in raw.values()}) == 1,
+        }
     else:
         labels = []
         segment(images[0])
@@ -158,6 +182,7 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
             "peak_mib": peak if kind != "interpret" else _peak_mib(),
             "device": str(generator.predictor.device),
             "labels": labels if kind != "interpret" else [],
+            **extra,
         }
     )
 
@@ -210,6 +235,15 @@ def main() -> None:
         for name, (ok, miou) in zip(names, agree, strict=True):
             if not ok or miou < 0.98:
                 print(f"  differs: {name}: same count {ok}, mIoU {miou:.4f}")
+    r = results["interpret"]
+    base = r["regions"] / r["modes"]["one-by-one"]
+    print(
+        f"interpretation of the same {r['regions']} regions (greedy, the same answers: {r['same']})"
+    )
+    print("| way | regions/s | ratio to one-by-one |\n|---|---|---|")
+    for mode, seconds in r["modes"].items():
+        rate = r["regions"] / seconds
+        print(f"| {mode} | {rate:.1f} | {rate / base:.2f}x |")
     print(
         json.dumps({k: {"times": v["times"], "counts": v["counts"]} for k, v in results.items()}),
         file=sys.stderr,

@@ -192,7 +192,7 @@ def fgca_generation(
                     **{f"quarantine.{k}": str(v) for k, v in gate.reasons.items()},
                 }
             )
-            mlflow.log_input(
+            tracking.log_input(
                 mlflow.data.from_pandas(
                     pd.DataFrame([r.to_json() for r in records]).astype(str),
                     source=store.uri(prefix),

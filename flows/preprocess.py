@@ -170,7 +170,7 @@ def _log_run(
                 name=f"twitter/{settings.data.name}",
                 digest=version,
             )
-        mlflow.log_input(dataset, context="preprocessed")
+        tracking.log_input(dataset, context="preprocessed")
         mlflow.log_dict(validation, "validation/twitter_canonical.json")
         mlflow.log_dict(stored, "manifest.json")
     return run.info.run_id, run.info.experiment_id

@@ -130,6 +130,27 @@ def _terminated_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+def log_input(dataset, context: str, attempts: int = 3) -> None:
+    """``mlflow.log_input`` that survives a race between runs logging the same dataset.
+
+    MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when
+    absent, not atomically: two runs that log the same dataset version at once can both insert,
+    and the second fails on the unique constraint (seen with two preprocessings of one
+    dataset). Logging again finds the row the other run wrote and only links it to this run.
+    """
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except mlflow.exceptions.MlflowException as exc:
+            text = str(exc)
+            race = "UNIQUE constraint failed: datasets" in text or (
+                "duplicate key" in text and "datasets" in text
+            )
+            if not race or attempt == attempts - 1:
+                raise
+
+
 def log_config(settings: Settings) -> None:
     params = {k: ("" if v is None else str(v))[:6000] for k, v in settings.flat().items()}
     mlflow.log_params(params)

@@ -419,7 +419,7 @@ def aligner_training(
         system_metrics=True,
     ) as run:
         mlflow.set_tags({"dataset.fgca.version": fgca["version"]})
-        mlflow.log_input(_dataset("fgca", fgca["version"], fgca["store_uri"]), context="train")
+        tracking.log_input(_dataset("fgca", fgca["version"], fgca["store_uri"]), context="train")
         result = train_aligner_task(settings, fgca, root)
         _log_history(result["history"])
         mlflow.log_metrics(
@@ -655,7 +655,7 @@ def jmasa_finetune(
         },
         system_metrics=True,
     ) as run:
-        mlflow.log_input(
+        tracking.log_input(
             _dataset(f"twitter/{settings.data.name}", data["version"], data["store_uri"]),
             context="train",
         )

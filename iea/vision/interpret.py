@@ -82,10 +82,19 @@ def parse_answer(raw: str) -> Interpretation:
 def interpret_crops(
     vlm, crops: Sequence[np.ndarray], prompt: str, max_new_tokens: int, batch_size: int
 ) -> list[Interpretation]:
-    """Run the VLM over region crops in batches (greedy, bounded); one Interpretation each."""
-    out: list[Interpretation] = []
-    for start in range(0, len(crops), batch_size):
-        batch = [Image.fromarray(c) for c in crops[start : start + batch_size]]
-        answers = vlm.generate(batch, [prompt] * len(batch), max_new_tokens=max_new_tokens)
-        out.extend(parse_answer(a) for a in answers)
-    return out
+    """Run the VLM over region crops in batches of ``batch_size`` (greedy, bounded); one
+    Interpretation each, in the order of ``crops``.
+
+    Crops are batched by size (pixel count, which sets the number of visual tokens), so a batch
+    pads little; greedy answers do not depend on the batching (left padding,
+    ``tests/model/test_models_tiny.py``)."""
+    order = sorted(range(len(crops)), key=lambda i: (crops[i].shape[0] * crops[i].shape[1], i))
+    answers: dict[int, Interpretation] = {}
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = [Image.fromarray(crops[i]) for i in idx]
+        texts = vlm.generate(
+            batch, [prompt] * len(batch), max_new_tokens=max_new_tokens, batch_size=len(batch)
+        )
+        answers.update(zip(idx, (parse_answer(a) for a in texts), strict=True))
+    return [answers[i] for i in range(len(crops))]

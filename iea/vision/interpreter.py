@@ -99,7 +99,7 @@ class ImageInterpreter:
 
     def __init__(self, settings: Settings, store: ArtifactStore, *, generator=None, vlm=None):
         """``generator`` (a mask generator) and ``vlm`` (anything with ``generate(images,
-        prompts, max_new_tokens)``) replace the settings' models when given."""
+        prompts, max_new_tokens, batch_size=...)``) replace the settings' models when given."""
         self.settings = settings
         self.store = store
         self._generator = generator

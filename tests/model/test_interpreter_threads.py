@@ -34,7 +34,7 @@ class StatefulVLM:
     the instance, pauses, and answers from what is stored. The answer is a function of the
     crop's pixels (its digest and mean brightness)."""
 
-    def generate(self, images, prompts, max_new_tokens):
+    def generate(self, images, prompts, max_new_tokens, batch_size=8):
         self._images = [np.asarray(im) for im in images]
         time.sleep(PAUSE_S)
         answers = []

@@ -50,3 +50,34 @@ def test_tiny_interpreter_names_the_class_and_the_polarity(model_cache):
     assert fresh["polarity_acc"] >= 0.75, fresh
     assert fresh["parse_rate"] >= 0.9, fresh
     assert np.isfinite(fresh["crops"])
+
+
+def test_interpret_crops_answers_as_one_by_one_whatever_the_batching(sam, model_cache):
+    """The trained interpreter on the regions of world images: crops batched by size (batches
+    of 4 and 16) give every crop the answer it gets alone, in the order of the crops."""
+    import random
+
+    from iea.config import SegmentSettings
+    from iea.data.synthetic import draw_image, make_tweet
+    from iea.models.vlm import VisionLanguageModel
+    from iea.vision.interpret import interpret_crops, region_crop
+    from iea.vision.prompts import INTERPRET_REGION
+    from iea.vision.segment import build_mask_generator, segment_image
+
+    generator = build_mask_generator(
+        sam, SegmentSettings(sam="tiny-sam-world", points_per_side=8, pred_iou_thresh=0.0,
+                             stability_score_thresh=0.6)
+    )  # fmt: skip
+    rng = random.Random(9)
+    crops = []
+    for i in range(3):
+        image = np.asarray(draw_image(make_tweet(rng, i), (320, 240), 60 + i))
+        labels, regions = segment_image(image, generator.generate, 5, min_own_share=0.5)
+        crops += [region_crop(image, labels, r) for r in regions]
+    assert len({c.shape for c in crops}) > 3  # sizes differ: batches need padding
+    vlm = VisionLanguageModel.from_ref("tiny-qwen3-vl-interp", device="cpu", cache=model_cache)
+    alone = [a.raw for a in interpret_crops(vlm, crops, INTERPRET_REGION, 24, 1)]
+    assert sum(a.startswith("Description:") for a in alone) >= len(crops) // 2
+    for batch_size in (4, 16):
+        got = [a.raw for a in interpret_crops(vlm, crops, INTERPRET_REGION, 24, batch_size)]
+        assert got == alone, batch_size

@@ -35,7 +35,7 @@ class FakeVLM:
     def __init__(self):
         self.calls = 0
 
-    def generate(self, images, prompts, max_new_tokens):
+    def generate(self, images, prompts, max_new_tokens, batch_size=8):
         self.calls += 1
         return [
             f"Description: a {im.width}x{im.height} patch\nSentiment: positive\nScore: 0.5"
