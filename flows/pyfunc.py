@@ -11,7 +11,9 @@ requirements name this package.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -49,6 +51,8 @@ class IeaModel(mlflow.pyfunc.PythonModel):
             )
         self.model_dir = model_dir
         self.inline = Path(tempfile.mkdtemp(prefix="iea-inline-images-"))
+        # the images of data-URI inputs live as long as the loaded model (or the process)
+        weakref.finalize(self, shutil.rmtree, str(self.inline), True)
 
     def predict(self, context, model_input, params=None):
         if self.predictor is None:

@@ -188,21 +188,15 @@ def build_mask_generator(sam, settings) -> Any:
     segment-anything's ``SamAutomaticMaskGenerator`` or :class:`FastMaskGenerator`."""
     from segment_anything import SamAutomaticMaskGenerator
 
+    common = {
+        "points_per_side": settings.points_per_side,
+        "points_per_batch": settings.points_per_batch,
+        "pred_iou_thresh": settings.pred_iou_thresh,
+        "stability_score_thresh": settings.stability_score_thresh,
+        "box_nms_thresh": settings.box_nms_thresh,
+    }
     if settings.generator == "fast":
-        return FastMaskGenerator(
-            sam,
-            points_per_side=settings.points_per_side,
-            points_per_batch=settings.points_per_batch,
-            pred_iou_thresh=settings.pred_iou_thresh,
-            stability_score_thresh=settings.stability_score_thresh,
-            box_nms_thresh=settings.box_nms_thresh,
-        )
+        return FastMaskGenerator(sam, **common)
     return SamAutomaticMaskGenerator(
-        sam,
-        points_per_side=settings.points_per_side,
-        points_per_batch=settings.points_per_batch,
-        pred_iou_thresh=settings.pred_iou_thresh,
-        stability_score_thresh=settings.stability_score_thresh,
-        box_nms_thresh=settings.box_nms_thresh,
-        min_mask_region_area=settings.min_mask_region_area,
+        sam, min_mask_region_area=settings.min_mask_region_area, **common
     )

@@ -95,6 +95,10 @@ def _gpu_pool_worker(log: Path):
         client.create_deployment(
             flow_id, "jmasa-finetune", entrypoint="flows/train.py:jmasa_finetune",
             path=str(REPO), work_pool_name="gpu", job_variables={"env": RESULTS_ENV},
+            # run in the repository, as iea deploy's pull steps do (without them the worker
+            # copies the whole folder, .venv included, into a temporary directory)
+            pull_steps=[{"prefect.deployments.steps.set_working_directory":
+                         {"directory": str(REPO)}}],
         )  # fmt: skip
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
            "PREFECT_WORKER_QUERY_SECONDS": "1"}  # fmt: skip

@@ -270,6 +270,9 @@ def test_two_gpu_stage_runs_never_hold_the_slot_at_once(server, deployed):
     assert (spans[1][1] - spans[0][0]).total_seconds() >= 6.0  # served one after the other
 
 
+IN_PLACE = [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+"""Pull steps that run a deployment in the repository, as ``iea deploy``'s do: without them a
+worker copies the whole folder, ``.venv`` included (7 GB here), into a temporary directory."""
 LEASE_LIMIT, LEASE_POOL = "gpu-lease-test", "lease-test"
 """The kill scenario's own limit and pool: it runs beside the module's other tests."""
 
@@ -293,7 +296,7 @@ def _kill_holding_the_slot(server, out: dict) -> None:
             flow_id = await client.create_flow_from_name("gpu_check")
             dep = await client.create_deployment(
                 flow_id, "gpu-check-kill", entrypoint="flows/gpu.py:gpu_check", path=str(REPO),
-                work_pool_name=LEASE_POOL,
+                work_pool_name=LEASE_POOL, pull_steps=IN_PLACE,
             )  # fmt: skip
             run = await client.create_flow_run_from_deployment(
                 dep, parameters={"seconds": 300.0, "lease_seconds": 60.0, "limit": LEASE_LIMIT}
@@ -315,7 +318,8 @@ def _kill_holding_the_slot(server, out: dict) -> None:
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
             )
             lim = await client.read_global_concurrency_limit_by_name(LEASE_LIMIT)
-            return any(r.state.is_running() for r in runs) and lim.active_slots == 1
+            running = any(r.state is not None and r.state.is_running() for r in runs)
+            return running and lim.active_slots == 1
 
         deadline = time.monotonic() + 120
         while not _client_call(server, holding):

@@ -24,6 +24,7 @@ def _dataset():
 @pytest.fixture
 def store(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("inputs")  # not an experiment id an earlier test left active
     yield
     mlflow.set_tracking_uri(None)
 
