@@ -82,10 +82,11 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
 
     from iea.config import load_settings
     from iea.models.sam import load_sam
-    from iea.vision.filters import RegionFeatures, Thresholds, keep_mask, laplacian_variances
+    from iea.vision.filters import RegionFeatures, Thresholds, keep_mask
     from iea.vision.interpret import interpret_crops, region_crop
+    from iea.vision.interpreter import segment_regions
     from iea.vision.prompts import INTERPRET_REGION
-    from iea.vision.segment import build_mask_generator, segment_image
+    from iea.vision.segment import build_mask_generator
 
     s = load_settings(config, overrides)
     rt, seg = s.runtime, s.segment
@@ -97,17 +98,8 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
         load_sam(seg.sam, seg.sam_checkpoint, device=rt.device, cache=rt.model_cache), seg
     )
 
-    def segment(img):
-        labels, regions = segment_image(
-            img,
-            generator.generate,
-            seg.num_regions,
-            max_side=seg.max_side,
-            min_side=seg.min_side,
-            min_own_share=seg.min_own_share,
-        )
-        laplacian_variances(img, labels, regions)  # the region features (timed with it)
-        return labels, regions
+    def segment(img):  # the stage's work on a cache miss: masks, postprocess, features
+        return segment_regions(img, generator.generate, seg)
 
     times, counts, extra = [], [], {}
     if kind == "interpret":
@@ -120,11 +112,6 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
         work = []
         for img in images:
             labels, regions = segment(img)
-            var = laplacian_variances(img, labels, regions)
-            regions = [
-                r.__class__(**{**r.to_json(), "bbox": r.bbox, "laplacian_var": v})
-                for r, v in zip(regions, var, strict=True)
-            ]
             keep = keep_mask(
                 RegionFeatures.of(regions), Thresholds(f.t_size, f.t_clarity, f.t_conf)
             )

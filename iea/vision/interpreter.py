@@ -89,6 +89,25 @@ class ImageResult:
         }
 
 
+def segment_regions(rgb: np.ndarray, generate, seg) -> tuple[np.ndarray, list[Region]]:
+    """:func:`segment_image` of an ``H x W x 3`` uint8 image with the ``segment`` settings
+    ``seg``, its regions carrying their ``laplacian_var`` (the clarity feature): the stage's
+    work on a cache miss, without the cache (``generate``: a mask generator's ``generate``)."""
+    label_map, regions = segment_image(
+        rgb,
+        generate,
+        seg.num_regions,
+        max_side=seg.max_side,
+        min_side=seg.min_side,
+        min_own_share=seg.min_own_share,
+    )
+    variances = laplacian_variances(rgb, label_map, regions)
+    return label_map, [
+        Region(**{**r.to_json(), "bbox": r.bbox, "laplacian_var": v})
+        for r, v in zip(regions, variances, strict=True)
+    ]
+
+
 class ImageInterpreter:
     """Runs the stage with the settings' models, caching in ``store``.
 
@@ -207,20 +226,7 @@ class ImageInterpreter:
                 label_map = z["label_map"].astype(np.int32)
                 regions = [Region.from_json(r) for r in json.loads(str(z["regions"]))]
             return label_map, regions, True
-        seg = self.settings.segment
-        label_map, regions = segment_image(
-            rgb,
-            self._generate_masks,
-            seg.num_regions,
-            max_side=seg.max_side,
-            min_side=seg.min_side,
-            min_own_share=seg.min_own_share,
-        )
-        variances = laplacian_variances(rgb, label_map, regions)
-        regions = [
-            Region(**{**r.to_json(), "bbox": r.bbox, "laplacian_var": v})
-            for r, v in zip(regions, variances, strict=True)
-        ]
+        label_map, regions = segment_regions(rgb, self._generate_masks, self.settings.segment)
         buf = io.BytesIO()
         np.savez_compressed(
             buf,
