@@ -290,6 +290,12 @@ class TrainSettings(_Section):
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
+    group_by_length: bool = True
+    """Batches of similar lengths (sorted within blocks of 8 steps, steps shuffled): less
+    padding; the data order stays a pure function of (seed, epoch)."""
+    target_logits: bool = True
+    """The LM head and the fp32 loss only over target positions (in chunks); False: the HF
+    default, the whole ``(batch, length, vocab)`` logits in fp32."""
     finetune: Literal["lora", "full"] = "lora"
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -332,6 +338,9 @@ class InterpreterSettings(_Section):
     """Upper bound on each answer's length (tokens)."""
     batch_size: int = Field(8, ge=1)
     """Regions per VLM generate call."""
+    image_batch: int = Field(16, ge=1)
+    """Images whose missing region crops go to the VLM together (batched by size across the
+    images); bounds the decoded images and crops held at once."""
     concurrency: int = Field(2, ge=1)
     """Images processed at once by the ``image_interpretation`` flow."""
     pool: Literal["cpu", "gpu"] = "gpu"

@@ -58,34 +58,41 @@ def tweet_inputs(
     interpreter: Any | None,
     *,
     whole_image: bool = False,
+    image_batch: int | None = None,
 ) -> list[TweetInput]:
     """Load each tweet's image and, with an ``interpreter`` (:class:`ImageInterpreter`), its
     kept regions: masked crops, bboxes and descriptions ``E`` (cached by the interpreter).
     With ``whole_image`` (the ``no_segmentation`` ablation) the whole image is the one region
     (:meth:`ImageInterpreter.run_whole`).
 
-    Images are loaded once per image id (tweets may share one).
+    Images are loaded once per image id (tweets may share one); with an interpreter,
+    ``image_batch`` images at a time (default: its ``interpreter.image_batch``) have their
+    missing region crops interpreted in one cross-image VLM pass
+    (:meth:`ImageInterpreter.run_many`).
 
     Raises:
         iea.data.images.ImageDecodeError: an image is missing or cannot be decoded (named).
     """
-    from iea.data.images import load_rgb
+    from iea.data.images import ImageDecodeError, load_rgb
 
     images_dir = Path(images_dir)
     by_image: dict[str, tuple[Image.Image, tuple[RegionView, ...]]] = {}
-    out = []
-    for tweet in tweets:
-        if tweet.image_id not in by_image:
-            path = images_dir / tweet.image_id
-            if interpreter is None:
-                by_image[tweet.image_id] = (Image.fromarray(load_rgb(path)), ())
-            else:
-                res = interpreter.run_whole(path) if whole_image else interpreter.run(path)
-                by_image[tweet.image_id] = (Image.fromarray(res.rgb), region_views(res, res.kept))
-        image, views = by_image[tweet.image_id]
-        out.append(TweetInput(tweet, image, views))
-        report("interpret tweets", len(out), len(tweets))
-    return out
+    ids = list(dict.fromkeys(t.image_id for t in tweets))
+    if interpreter is None:
+        for image_id in ids:
+            by_image[image_id] = (Image.fromarray(load_rgb(images_dir / image_id)), ())
+            report("load images", len(by_image), len(ids))
+    else:
+        step = image_batch or interpreter.settings.interpreter.image_batch
+        for start in range(0, len(ids), step):
+            group = ids[start : start + step]
+            results = interpreter.run_many([images_dir / i for i in group], whole=whole_image)
+            for image_id, res in zip(group, results, strict=True):
+                if isinstance(res, ImageDecodeError):
+                    raise res
+                by_image[image_id] = (Image.fromarray(res.rgb), region_views(res, res.kept))
+            report("interpret images", len(by_image), len(ids))
+    return [TweetInput(t, *by_image[t.image_id]) for t in tweets]
 
 
 def region_views(res: Any, regions: Sequence[Any]) -> tuple[RegionView, ...]:

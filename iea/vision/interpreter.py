@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from iea.config import Settings
-from iea.data.images import load_rgb
+from iea.data.images import ImageDecodeError, load_rgb
 from iea.keys import stage_code
 from iea.models.refs import tiny_identity
 from iea.models.sam import TINY_SAM_VERSION
@@ -240,31 +240,121 @@ class ImageInterpreter:
         self, rgb: np.ndarray, label_map: np.ndarray, regions: list[Region]
     ) -> tuple[dict[int, Interpretation], int]:
         """Interpretations of ``regions`` (cached ones loaded); returns them and the miss count."""
-        crops = {r.id: region_crop(rgb, label_map, r) for r in regions}
-        keys = {
-            rid: f"{CACHE_PREFIX}/interpretations/{self.interpretation_key(c)}.json"
-            for rid, c in crops.items()
-        }
-        found = {
-            rid: Interpretation.from_json(json.loads(self.store.get(k)))
-            for rid, k in keys.items()
-            if self.store.exists(k)
-        }
-        missing = [rid for rid in keys if rid not in found]
+        return self.interpret_many([(rgb, label_map, regions)])[0]
+
+    def interpret_many(
+        self, items: list[tuple[np.ndarray, np.ndarray, list[Region]]]
+    ) -> list[tuple[dict[int, Interpretation], int]]:
+        """Interpretations of the regions of several images: ``items`` holds ``(rgb, label_map,
+        regions)`` per image. Cached crops are loaded; the missing crops of all images go to the
+        VLM together (batched by size across images, one crop answered once however many
+        images show it). Returns, per image, ``(region id -> interpretation, misses)``."""
+        per_image = []
+        for rgb, label_map, regions in items:
+            crops = {r.id: region_crop(rgb, label_map, r) for r in regions}
+            keys = {
+                rid: f"{CACHE_PREFIX}/interpretations/{self.interpretation_key(c)}.json"
+                for rid, c in crops.items()
+            }
+            per_image.append((crops, keys))
+        found: dict[str, Interpretation] = {}
+        missing: dict[str, np.ndarray] = {}  # key -> crop, first image's crop for a shared key
+        for crops, keys in per_image:
+            for rid, k in keys.items():
+                if k in found or k in missing:
+                    continue
+                if self.store.exists(k):
+                    found[k] = Interpretation.from_json(json.loads(self.store.get(k)))
+                else:
+                    missing[k] = crops[rid]
         if missing:
             interp = self.settings.interpreter
-            with self._vlm_lock:  # one image's crops, all batches, as one atomic call
+            with self._vlm_lock:  # these crops, all batches, as one atomic call
                 answers = interpret_crops(
                     self._load_vlm(),
-                    [crops[rid] for rid in missing],
+                    list(missing.values()),
                     prompts.INTERPRET_REGION,
                     interp.max_new_tokens,
                     interp.batch_size,
                 )
-            for rid, answer in zip(missing, answers, strict=True):
-                self.store.put(keys[rid], json.dumps(answer.to_json()).encode())
-                found[rid] = answer
-        return {rid: found[rid] for rid in keys}, len(missing)
+            for k, answer in zip(missing, answers, strict=True):
+                self.store.put(k, json.dumps(answer.to_json()).encode())
+                found[k] = answer
+        out, counted = [], set()
+        for _, keys in per_image:
+            misses = [k for k in keys.values() if k in missing and k not in counted]
+            counted.update(misses)
+            out.append(({rid: found[k] for rid, k in keys.items()}, len(misses)))
+        return out
+
+    def _prepare(self, image: Path, whole: bool) -> dict[str, Any]:
+        """Decode, segment (or take the whole frame) and filter one image: everything of its
+        :class:`ImageResult` but the interpretations."""
+        rgb = load_rgb(image)
+        sha = hashlib.sha256(Path(image).read_bytes()).hexdigest()
+        height, width = rgb.shape[:2]
+        if whole:
+            label_map = np.zeros((height, width), dtype=np.int32)
+            regions = [Region(0, (0, 0, width, height), width * height, 1.0, 1.0, True)]
+            reasons: list[list[str]] = [[]]
+            segmentation = "none"
+        else:
+            label_map, regions, seg_hit = self.segment(rgb, sha)
+            f = self.settings.filters
+            reasons = drop_reasons(
+                RegionFeatures.of(regions), Thresholds(f.t_size, f.t_clarity, f.t_conf)
+            )
+            segmentation = "hit" if seg_hit else "miss"
+        return dict(
+            image=str(image),
+            image_sha256=sha,
+            size=(width, height),
+            label_map=label_map,
+            regions=regions,
+            reasons=reasons,
+            rgb=rgb,
+            cache={"segmentation": segmentation},
+        )
+
+    def run_many(
+        self, images: list[Path], *, whole: bool = False
+    ) -> list[ImageResult | ImageDecodeError]:
+        """The whole stage for several image files, their missing interpretations in one
+        cross-image VLM pass (:meth:`interpret_many`); the results equal :meth:`run`'s
+        (or :meth:`run_whole`'s with ``whole``) one image at a time. An image that cannot be
+        decoded gets its :class:`ImageDecodeError` in its place, and the others go on. The
+        decoded images are all held at once: callers bound ``images``
+        (``interpreter.image_batch``)."""
+        prepared: list[dict[str, Any] | ImageDecodeError] = []
+        for image in images:
+            try:
+                prepared.append(self._prepare(Path(image), whole))
+            except ImageDecodeError as e:
+                prepared.append(e)
+        ok = [p for p in prepared if not isinstance(p, ImageDecodeError)]
+        answers = iter(
+            self.interpret_many(
+                [
+                    (
+                        p["rgb"],
+                        p["label_map"],
+                        [r for r, why in zip(p["regions"], p["reasons"], strict=True) if not why],
+                    )
+                    for p in ok
+                ]
+            )
+        )
+        out: list[ImageResult | ImageDecodeError] = []
+        for p in prepared:
+            if isinstance(p, ImageDecodeError):
+                out.append(p)
+                continue
+            interpretations, misses = next(answers)
+            p["cache"].update(
+                interpretations_hit=len(interpretations) - misses, interpretations_miss=misses
+            )
+            out.append(ImageResult(**p, interpretations=interpretations))
+        return out
 
     def run(self, image: Path) -> ImageResult:
         """The whole stage for one image file.
@@ -272,30 +362,10 @@ class ImageInterpreter:
         Raises:
             ImageDecodeError: the file cannot be decoded (names the file and the reason).
         """
-        rgb = load_rgb(image)
-        sha = hashlib.sha256(Path(image).read_bytes()).hexdigest()
-        label_map, regions, seg_hit = self.segment(rgb, sha)
-        f = self.settings.filters
-        reasons = drop_reasons(
-            RegionFeatures.of(regions), Thresholds(f.t_size, f.t_clarity, f.t_conf)
-        )
-        kept = [r for r, why in zip(regions, reasons, strict=True) if not why]
-        interpretations, misses = self.interpret(rgb, label_map, kept)
-        return ImageResult(
-            image=str(image),
-            image_sha256=sha,
-            size=(rgb.shape[1], rgb.shape[0]),
-            label_map=label_map,
-            regions=regions,
-            reasons=reasons,
-            interpretations=interpretations,
-            cache={
-                "segmentation": "hit" if seg_hit else "miss",
-                "interpretations_hit": len(kept) - misses,
-                "interpretations_miss": misses,
-            },
-            rgb=rgb,
-        )
+        (result,) = self.run_many([image])
+        if isinstance(result, ImageDecodeError):
+            raise result
+        return result
 
     def run_whole(self, image: Path) -> ImageResult:
         """No segmentation (the ``no_segmentation`` ablation): the whole image is the one
@@ -305,27 +375,10 @@ class ImageInterpreter:
         Raises:
             ImageDecodeError: the file cannot be decoded (names the file and the reason).
         """
-        rgb = load_rgb(image)
-        sha = hashlib.sha256(Path(image).read_bytes()).hexdigest()
-        height, width = rgb.shape[:2]
-        label_map = np.zeros((height, width), dtype=np.int32)
-        region = Region(0, (0, 0, width, height), width * height, 1.0, 1.0, True)
-        interpretations, misses = self.interpret(rgb, label_map, [region])
-        return ImageResult(
-            image=str(image),
-            image_sha256=sha,
-            size=(width, height),
-            label_map=label_map,
-            regions=[region],
-            reasons=[[]],
-            interpretations=interpretations,
-            cache={
-                "segmentation": "none",
-                "interpretations_hit": 1 - misses,
-                "interpretations_miss": misses,
-            },
-            rgb=rgb,
-        )
+        (result,) = self.run_many([image], whole=True)
+        if isinstance(result, ImageDecodeError):
+            raise result
+        return result
 
 
 def write_outputs(result: ImageResult, out: Path) -> dict[str, Path]:

@@ -176,3 +176,54 @@ def test_undecodable_image_names_the_file(tmp_path):
         ImageInterpreter(
             _settings(tmp_path), LocalStore(tmp_path / "store"), generator=FakeGenerator()
         ).run(bad)
+
+
+def test_run_many_is_run_one_by_one_with_one_vlm_pass(tmp_path):
+    """Several images' missing crops go to the VLM in one pass; every result equals the one
+    image at a time run's, a bad image keeps its error in its place, and a crop two images
+    share is answered once."""
+    paths = [_noise_image(tmp_path / f"{i}.png", 64 + 8 * i, 48, seed=i) for i in range(3)]
+    twin = tmp_path / "twin.png"  # the same pixels as 0.png under another name
+    twin.write_bytes(paths[0].read_bytes())
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    images = [paths[0], bad, paths[1], twin, paths[2]]
+
+    one_store = LocalStore(tmp_path / "one")
+    vlm_one = FakeVLM()
+    one = ImageInterpreter(
+        _settings(tmp_path), one_store, generator=FakeGenerator(), vlm=vlm_one
+    )
+    singles = [one.run(p) for p in paths]
+
+    vlm = FakeVLM()
+    many = ImageInterpreter(
+        _settings(tmp_path, "interpreter.batch_size=32"),
+        LocalStore(tmp_path / "many"),
+        generator=FakeGenerator(),
+        vlm=vlm,
+    ).run_many(images)
+    assert vlm.calls == 1 and vlm_one.calls == 3
+    assert isinstance(many[1], ImageDecodeError) and "bad.png" in str(many[1])
+    for got, want in zip([many[0], many[2], many[4]], singles, strict=True):
+        assert got.to_json() == want.to_json()
+        assert got.cache == want.cache
+    assert many[3].to_json()["regions"] == singles[0].to_json()["regions"]
+    # the twin's crops were answered for 0.png in the same pass: no miss of its own
+    assert many[3].cache["interpretations_miss"] == 0
+    assert many[3].cache["interpretations_hit"] == len(many[3].kept)
+
+
+def test_run_whole_through_run_many(tmp_path):
+    img = _noise_image(tmp_path / "a.png", 40, 30)
+    vlm = FakeVLM()
+    res = ImageInterpreter(
+        _settings(tmp_path), LocalStore(tmp_path / "s"), generator=FakeGenerator(), vlm=vlm
+    ).run_whole(img)
+    assert [r.bbox for r in res.regions] == [(0, 0, 40, 30)] and res.reasons == [[]]
+    assert res.cache == {
+        "segmentation": "none",
+        "interpretations_hit": 0,
+        "interpretations_miss": 1,
+    }
+    assert res.interpretations[0].text.startswith("a 40x30 patch")
