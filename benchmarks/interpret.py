@@ -12,8 +12,10 @@ region features) with
 
 and interpretation: the config's VLM over every kept region (greedy, bounded) three ways, on
 the same crops in one process: one crop per ``generate`` call (a plain HF loop), one image's
-crops in batches of ``interpreter.batch_size`` (what the flow does), and every image's crops in
-one call batched across images; it checks that the three give the same answers.
+crops in batches of ``interpreter.batch_size`` (what the flow did before
+``ImageInterpreter.run_many``), and every image's crops in one call batched across images
+(what the flow and ``tweet_inputs`` do now, ``interpreter.image_batch`` images at a time); it
+checks that the three give the same answers.
 
 Each measurement runs in a fresh process (so its peak memory is its own) after one warm-up
 image; the median per-image time is reported with the throughput. Timed images are the
@@ -126,8 +128,8 @@ def _measure(kind: str, config: str | None, overrides: list[str], n: int, queue)
 
         # three ways over the same crops, alternating image by image so that machine noise
         # falls on all three: one crop per generate call (the plain HF loop), one image's
-        # crops in batches of interpreter.batch_size (what the flow does), and (below) every
-        # image's crops in one call, batched across images
+        # crops in batches of interpreter.batch_size (the flow before run_many), and (below)
+        # every image's crops in one call, batched across images (run_many, the flow now)
         modes = {"one-by-one": 1, "per image": it.batch_size}
         for batch_size in modes.values():
             run(work[0], batch_size)  # warm-up

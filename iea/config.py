@@ -290,12 +290,19 @@ class TrainSettings(_Section):
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
-    group_by_length: bool = True
-    """Batches of similar lengths (sorted within blocks of 8 steps, steps shuffled): less
-    padding; the data order stays a pure function of (seed, epoch)."""
+    group_by_length: bool = False
+    """Steps of similar lengths (sorted within blocks of 8 steps, steps shuffled): less padding,
+    but less mixed steps where length follows content; the order stays a pure function of
+    (seed, epoch)."""
+    split_by_length: bool = True
+    """A step's examples go through the model in passes of similar lengths: the same gradient,
+    less padding."""
     target_logits: bool = True
     """The LM head and the fp32 loss only over target positions (in chunks); False: the HF
-    default, the whole ``(batch, length, vocab)`` logits in fp32."""
+    default, the whole ``(batch, length, vocab)`` logits in fp32. The same loss."""
+    cache_vision: bool = True
+    """With the vision tower frozen (LoRA), its outputs computed once per example, not at
+    every step: the same inputs to the language model."""
     finetune: Literal["lora", "full"] = "lora"
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)

@@ -7,6 +7,13 @@ through the model's processor (which expands every image into its visual tokens)
 target tokens and ``<|im_end|>`` are appended. The loss is the mean NLL over the target tokens
 only (prompt and padding are ``-100``), exactly the condition generation starts from.
 
+What a step costs grows with its tokens, not with the dataset: encoded examples wait on disk
+(``out_dir/encoded``, :class:`EncodedStore`) and a step loads its own; a frozen vision tower
+runs once per example, not per step (``cache_vision``); a step's examples go through the model
+in passes of similar lengths (``split_by_length``); only target positions reach the LM head and
+the fp32 loss (``target_logits``). Each of these gives the same gradient as the plain path
+(``tests/model/test_finetune.py``); ``group_by_length`` (off by default) changes the batches.
+
 Why our own loop and not ``transformers.Trainer``: resumption must give the same weights as an
 uninterrupted run, and that needs the data order to be a pure function of (seed, epoch), the RNG
 state saved with each checkpoint, and per-epoch dev selection by JMASA F1 (a generate-and-score
@@ -102,6 +109,25 @@ class FinetuneConfig:
     best-epoch selection chooses among epochs ``eval_every``, ``2 * eval_every``, ..., the last."""
     keep_checkpoints: int = 2
     seed: int = 0
+    group_by_length: bool = False
+    """Each optimizer step's examples drawn from a block of ``GROUP_BLOCK`` steps' worth of the
+    epoch's shuffled order sorted by length, and the steps shuffled again: batches pad little,
+    the order stays a pure function of (seed, epoch). Off by default: it changes which examples
+    share a step, and where length follows content (the number of regions and aspects) the
+    steps are less mixed; on 24 examples of three lengths its loss fell about half as fast
+    (``benchmarks/train.py`` measures its speed). False: plain shuffled batches."""
+    cache_vision: bool = True
+    """When the vision tower is frozen (LoRA on the language model, as the paper), run it once
+    per example before training and feed its outputs (``mm_encoder_outputs``) instead of the
+    pixels at every step: the same inputs to the language model, without a vision forward per
+    step, and the embeddings, not the pixels, held in memory."""
+    split_by_length: bool = True
+    """Each optimizer step's examples go through the model in passes of similar lengths
+    (:func:`micro_batches`), not in consecutive slices: less padding, the same gradient."""
+    target_logits: bool = True
+    """Project to the vocabulary only the positions that predict a target token, and take the
+    fp32 cross-entropy ``LOSS_CHUNK`` tokens at a time; False: the whole ``(batch, length,
+    vocab)`` logits in fp32 (the HF default). The loss is the same either way."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "eval_every"):
@@ -210,7 +236,18 @@ def collate(items: Sequence[Encoded], pad_id: int, *, side: str = "right") -> di
     out: dict[str, Any] = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
     if has_mm:
         out["mm_token_type_ids"] = mm
+    embeds = [e.extras["image_embeds"] for e in items if "image_embeds" in e.extras]
+    if embeds:  # cached vision outputs (cache_vision): (tokens, hidden), (layers, tokens, hidden)
+        out["image_embeds"] = torch.cat(embeds)
+        out["deepstack"] = torch.cat(
+            [e.extras["deepstack"] for e in items if "deepstack" in e.extras], dim=1
+        )
+        out["image_grid_thw"] = torch.cat(
+            [e.extras["image_grid_thw"] for e in items if "image_grid_thw" in e.extras]
+        )
     pix = [e.extras["pixel_values"] for e in items if "pixel_values" in e.extras]
+    if pix and embeds:
+        raise ValueError("a batch mixes pixels and cached vision outputs")
     if pix:
         out["pixel_values"] = torch.cat(pix)
         out["image_grid_thw"] = torch.cat(
@@ -226,7 +263,76 @@ def _to(batch: dict[str, Any], device: torch.device, dtype: torch.dtype) -> dict
             out[k] = v.to(device=device, dtype=dtype)
         else:
             out[k] = v.to(device)
+    if "image_embeds" in out:  # the model's own vision-output structure, one entry for all
+        layers = out.pop("deepstack")
+        out["mm_encoder_outputs"] = {
+            "image": _vision_outputs_type()(
+                pooler_output=(out.pop("image_embeds"),),
+                deepstack_features=[(layer,) for layer in layers],
+            )
+        }
     return out
+
+
+def _vision_outputs_type() -> type:
+    """A transformers ``ModelOutput`` with ``pooler_output`` and ``deepstack_features`` (what
+    Qwen3-VL's ``get_image_features`` returns and its forward takes as ``mm_encoder_outputs``)."""
+    global _VISION_OUTPUTS
+    if _VISION_OUTPUTS is None:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        @dataclass
+        class VisionOutputs(BaseModelOutputWithPooling):
+            deepstack_features: list | None = None
+
+        _VISION_OUTPUTS = VisionOutputs
+    return _VISION_OUTPUTS
+
+
+_VISION_OUTPUTS: type | None = None
+
+
+def _frozen_vision(model: Any) -> Any | None:
+    """The model whose ``get_image_features`` gives a Qwen3-VL-style vision output
+    (``pooler_output`` and ``deepstack_features`` per image), when its vision tower has no
+    trainable weight; else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    visual = getattr(getattr(base, "model", base), "visual", None)
+    if visual is None or not hasattr(base, "get_image_features"):
+        return None
+    if any(p.requires_grad for p in visual.parameters()):
+        return None
+    return base
+
+
+def cache_vision_outputs(model: Any, encoded: Sequence[Encoded]) -> int:
+    """Replace each example's ``pixel_values`` by its frozen vision tower's outputs
+    (``image_embeds`` (tokens, hidden) and ``deepstack`` (layers, tokens, hidden), in the
+    model's dtype, on the CPU), one example at a time; returns how many were replaced (0 when
+    the tower trains or the model has none of the expected structure)."""
+    base = _frozen_vision(model)
+    if base is None:
+        return 0
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    n = 0
+    with torch.no_grad():
+        for e in encoded:
+            if "pixel_values" not in e.extras:
+                continue
+            out = base.get_image_features(
+                e.extras["pixel_values"].to(device=device, dtype=dtype),
+                e.extras["image_grid_thw"].to(device),
+            )
+            if not hasattr(out, "deepstack_features"):
+                return n  # another vision output shape: leave the rest as pixels
+            del e.extras["pixel_values"]
+            e.extras["image_embeds"] = torch.cat(out.pooler_output).cpu()
+            e.extras["deepstack"] = torch.stack(
+                [torch.cat(f) for f in out.deepstack_features]
+            ).cpu()
+            n += 1
+    return n
 
 
 def prepare_model(model: Any, cfg: FinetuneConfig) -> Any:
@@ -275,6 +381,94 @@ def _order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
+GROUP_BLOCK = 8
+"""Optimizer steps' worth of examples sorted by length together (``group_by_length``)."""
+LOSS_CHUNK = 4096
+"""Target tokens per fp32 cross-entropy chunk (``target_logits``)."""
+SPLIT_COST = 64
+"""What one more forward pass costs, in padded tokens, when a step's examples are split into
+micro-batches by length (``split_by_length``)."""
+
+
+def micro_batches(
+    chunk: Sequence[int], lengths: Sequence[int], batch_size: int, *, split: bool
+) -> list[list[int]]:
+    """The forward passes of one optimizer step's examples ``chunk``, at most ``batch_size``
+    each. Without ``split``: consecutive slices of ``batch_size``. With it: the examples sorted
+    by length (longest first) and cut where that minimises the padded tokens plus
+    ``SPLIT_COST`` per pass, so long and short examples do not pad each other. The step's loss
+    is token-weighted over all its passes, so any split gives the same gradient."""
+    if not split:
+        return [list(chunk[a : a + batch_size]) for a in range(0, len(chunk), batch_size)]
+    items = sorted(chunk, key=lambda i: -lengths[i])
+    n = len(items)
+    best = [0.0] + [math.inf] * n  # best[j]: cheapest cut of items[:j]
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(max(0, j - batch_size), j):
+            cost = best[i] + (j - i) * lengths[items[i]] + SPLIT_COST
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    out, j = [], n
+    while j:
+        out.append(items[cut[j] : j])
+        j = cut[j]
+    return out[::-1]
+
+
+def epoch_steps(
+    lengths: Sequence[int], per_step: int, seed: int, epoch: int, *, group: bool
+) -> list[list[int]]:
+    """The example indices of each optimizer step of ``epoch`` (``ceil(n / per_step)`` steps,
+    each of ``per_step`` examples but possibly the last): a pure function of (lengths,
+    per_step, seed, epoch).
+
+    With ``group``, the shuffled order is cut into blocks of ``GROUP_BLOCK * per_step``, each
+    block sorted by length (longest first, ties in shuffled order) and cut into steps, and the
+    steps are shuffled; a step's micro-batches (``grad_accum``) are then of similar lengths too.
+    """
+    order = _order(len(lengths), seed, epoch)
+    if not group:
+        return [order[i : i + per_step] for i in range(0, len(order), per_step)]
+    block = GROUP_BLOCK * per_step
+    steps = []
+    for b in range(0, len(order), block):
+        part = sorted(order[b : b + block], key=lambda i: -lengths[i])
+        steps += [part[i : i + per_step] for i in range(0, len(part), per_step)]
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7_919)
+    return [steps[k] for k in torch.randperm(len(steps), generator=g).tolist()]
+
+
+def target_loss(
+    model: Any, batch: dict[str, Any], labels: torch.Tensor, *, target_logits: bool = True
+) -> torch.Tensor:
+    """The summed NLL (fp32) of the target tokens of a right-padded batch.
+
+    ``labels`` is ``(batch, length)`` with -100 off target. With ``target_logits`` only the
+    ``N`` positions that predict a target token reach the LM head (``logits_to_keep`` as a
+    boolean mask: ``(N, vocab)`` logits instead of ``(batch, length, vocab)``) and the fp32
+    cross-entropy runs ``LOSS_CHUNK`` tokens at a time; otherwise the whole logits are upcast
+    at once, as the HF loss does."""
+    if target_logits:
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != -100
+        logits = model(**batch, logits_to_keep=keep).logits  # (N, vocab), row-major order
+        targets = labels[:, 1:][keep[:, :-1]]
+    else:
+        logits = model(**batch).logits
+        logits = logits[:, :-1].reshape(-1, logits.shape[-1])
+        targets = labels[:, 1:].reshape(-1)
+        return torch.nn.functional.cross_entropy(
+            logits.float(), targets, ignore_index=-100, reduction="sum"
+        )
+    return sum(
+        torch.nn.functional.cross_entropy(
+            logits[i : i + LOSS_CHUNK].float(), targets[i : i + LOSS_CHUNK], reduction="sum"
+        )
+        for i in range(0, len(targets), LOSS_CHUNK)
+    )
+
+
 def _save_checkpoint(
     root: Path, step: int, model: Any, opt: Any, sched: Any, state: dict, keep: int
 ) -> Path:
@@ -301,19 +495,94 @@ def _save_checkpoint(
     return final
 
 
-def data_fingerprint(encoded: Sequence[Any]) -> str:
-    """16 hex digits over what the model is trained on: every encoded example's key, token
-    ids, labels and pixels, in order. A checkpoint resumes only on the same fingerprint."""
-    h = hashlib.sha256()
-    for e in encoded:
-        h.update(str(e.key).encode() + b"\0")
+class _Fingerprint:
+    """sha256 over encoded examples, fed one at a time (:func:`data_fingerprint`)."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+
+    def update(self, e: Any) -> None:
+        self.h.update(str(e.key).encode() + b"\0")
         tensors = {"input_ids": e.input_ids, "labels": e.labels, **e.extras}
         for name in sorted(tensors):
             t = tensors[name]
             if t is not None:
-                h.update(name.encode() + str(t.dtype).encode())
-                h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()[:16]
+                self.h.update(name.encode() + str(t.dtype).encode())
+                self.h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()[:16]
+
+
+def data_fingerprint(encoded: Sequence[Any]) -> str:
+    """16 hex digits over what the model is trained on: every encoded example's key, token
+    ids, labels and pixels, in order. A checkpoint resumes only on the same fingerprint."""
+    fp = _Fingerprint()
+    for e in encoded:
+        fp.update(e)
+    return fp.hexdigest()
+
+
+class EncodedStore:
+    """The encoded training examples on disk, one ``.pt`` file each under ``root``; in memory
+    only each one's key, length (tokens) and target-token count. The training loop loads a
+    step's examples when it runs them, so memory does not grow with the dataset."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        self.keys: list[str] = []
+        self.lengths: list[int] = []
+        self.n_target: list[int] = []
+
+    def add(self, e: Encoded) -> None:
+        path = self.root / f"{len(self.keys):08d}.pt"
+        torch.save({"input_ids": e.input_ids, "labels": e.labels, "extras": e.extras}, path)
+        self.keys.append(e.key)
+        self.lengths.append(len(e.input_ids))
+        self.n_target.append(int((e.labels != -100).sum()))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> Encoded:
+        d = torch.load(self.root / f"{i:08d}.pt", weights_only=True)
+        return Encoded(self.keys[i], d["input_ids"], d["labels"], d["extras"])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def encode_all(
+    model: Any, processor: Any, examples: Sequence[Example], root: Path, *, cache_vision: bool
+) -> tuple[EncodedStore, str]:
+    """Encode ``examples`` one at a time into an :class:`EncodedStore` at ``root`` (with
+    ``cache_vision``, each one's pixels replaced by its frozen vision tower's outputs, see
+    :func:`cache_vision_outputs`); returns the store and the data fingerprint (over the pixels).
+    ``examples`` may be any sequence, built lazily: each item is read once.
+
+    Raises:
+        ValueError: an empty target (named), or images that do not match the content.
+    """
+    store, fp = EncodedStore(root), _Fingerprint()
+    frozen = cache_vision and _frozen_vision(model) is not None
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(len(examples)):
+            ex = examples[i]
+            if not ex.target:
+                raise ValueError(f"example {ex.key!r} (item {i}) has an empty target")
+            e = encode(processor, ex)
+            fp.update(e)
+            if frozen:
+                cache_vision_outputs(model, [e])
+            store.add(e)
+            report("encode", i + 1, len(examples))
+    finally:
+        model.train(was_training)
+    return store, fp.hexdigest()
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
@@ -340,7 +609,8 @@ def train(
     Args:
         model: the prepared model (peft-wrapped or fully trainable), on its device.
         processor: its processor (tokenizer, image processor, chat template).
-        examples: the training examples (targets non-empty).
+        examples: the training examples (targets non-empty): any sequence, read once, item by
+            item (it may build its items lazily; none is kept).
         cfg: settings; ``cfg.seed`` fixes the data order and the RNG.
         out_dir: checkpoints go to ``out_dir/checkpoints``, the best weights to
             ``out_dir/best.pt``.
@@ -362,9 +632,6 @@ def train(
     t0 = time.perf_counter()
     if not examples:
         raise ValueError("no training examples")
-    empty = [e.key for e in examples if not e.target]
-    if empty:
-        raise ValueError(f"{len(empty)} examples have an empty target, e.g. {empty[:3]}")
     out_dir = Path(out_dir)
     ckpt_root = out_dir / "checkpoints"
     device = next(model.parameters()).device
@@ -372,7 +639,9 @@ def train(
     pad_id = processor.tokenizer.pad_token_id
     if pad_id is None:
         pad_id = _end_token_ids(model, processor.tokenizer)[0]
-    encoded = [encode(processor, e) for e in examples]
+    encoded, fingerprint = encode_all(
+        model, processor, examples, out_dir / "encoded", cache_vision=cfg.cache_vision
+    )
     per_step = cfg.batch_size * cfg.grad_accum
     steps_per_epoch = math.ceil(len(encoded) / per_step)
     total = steps_per_epoch * cfg.epochs
@@ -397,7 +666,7 @@ def train(
         "examples_seen": 0,
         "tokens": 0,
     }
-    state["data"] = data_fingerprint(encoded)
+    state["data"] = fingerprint  # over the pixels: what the data is
     resumed_from = None
     torch.manual_seed(cfg.seed)
     if not resume and ckpt_root.exists():  # a run that does not resume starts from nothing
@@ -430,32 +699,27 @@ def train(
         resumed_from = state["step"]
     model.train()
     step = state["step"]
+    lengths = encoded.lengths
     while step < total:
         epoch, within = divmod(step, steps_per_epoch)
-        order = _order(len(encoded), cfg.seed, epoch)
+        steps = epoch_steps(lengths, per_step, cfg.seed, epoch, group=cfg.group_by_length)
         for s in range(within, steps_per_epoch):
             ts = time.perf_counter()
-            chunk = order[s * per_step : (s + 1) * per_step]
-            n_target = sum(int((encoded[i].labels != -100).sum()) for i in chunk)
+            chunk = steps[s]
+            n_target = sum(encoded.n_target[i] for i in chunk)
             opt.zero_grad(set_to_none=True)
             loss_sum = 0.0
-            for a in range(0, len(chunk), cfg.batch_size):
-                idx = chunk[a : a + cfg.batch_size]
+            passes = micro_batches(chunk, lengths, cfg.batch_size, split=cfg.split_by_length)
+            for idx in passes:
                 batch = _to(collate([encoded[i] for i in idx], pad_id), device, dtype)
                 labels = batch.pop("labels")
-                logits = model(**batch).logits
+                lp = target_loss(model, batch, labels, target_logits=cfg.target_logits)
                 # token-weighted over the whole optimizer step: accumulation == one big batch
-                lp = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                    labels[:, 1:].reshape(-1),
-                    ignore_index=-100,
-                    reduction="sum",
-                )
                 loss = lp / n_target
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss is {float(loss)} at step {step + 1} (epoch {epoch + 1}) on "
-                        f"examples {[encoded[i].key for i in idx][:5]}: lower the learning "
+                        f"examples {[encoded.keys[i] for i in idx][:5]}: lower the learning "
                         "rate or check these inputs"
                     )
                 loss.backward()
@@ -464,7 +728,7 @@ def train(
             if not torch.isfinite(grad_norm):
                 raise TrainingDiverged(
                     f"gradient norm is {float(grad_norm)} at step {step + 1} (epoch {epoch + 1})"
-                    f" on examples {[encoded[i].key for i in chunk][:5]}: lower the learning"
+                    f" on examples {[encoded.keys[i] for i in chunk][:5]}: lower the learning"
                     " rate or check these inputs"
                 )
             opt.step()
@@ -516,6 +780,7 @@ def train(
         with torch.no_grad():
             for n, w in torch.load(out_dir / "best.pt").items():
                 named[n].copy_(w)
+    encoded.remove()  # (a run that stops early leaves it; the next start writes it anew)
     model.eval()
     return model, TrainResult(
         steps=step,

@@ -48,6 +48,14 @@ def _weights(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def _losses_and_weights(model_cache, cfg, exs, out_dir):
+    """Train a fresh model: the loss of every step and the trained weights."""
+    model, proc = _model(model_cache, cfg)
+    losses: list[float] = []
+    train(model, proc, exs, cfg, out_dir=out_dir, log=lambda m, s: losses.append(m["train.loss"]))
+    return losses, _weights(model)
+
+
 def test_overfit_one_batch_then_generate_the_targets(tmp_path, model_cache):
     cfg = FinetuneConfig(epochs=60, learning_rate=1e-2, batch_size=4, lora_dropout=0.0)
     model, processor = _model(model_cache, cfg)
@@ -74,20 +82,10 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path, model_cache):
     exs[0] = Example(exs[0].key, exs[0].content, exs[0].images, "a much longer target <NEU>")
     big = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=4, lora_dropout=0.0)
     acc = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=1, grad_accum=4, lora_dropout=0.0)
-    runs = []
-    for cfg, name in ((big, "big"), (acc, "acc")):
-        model, proc = _model(model_cache, cfg)
-        losses: list[float] = []
-        train(
-            model,
-            proc,
-            exs,
-            cfg,
-            out_dir=tmp_path / name,
-            log=lambda m, s, losses=losses: losses.append(m["train.loss"]),
-        )
-        runs.append((losses, _weights(model)))
-    (l1, w1), (l2, w2) = runs
+    (l1, w1), (l2, w2) = (
+        _losses_and_weights(model_cache, cfg, exs, tmp_path / name)
+        for cfg, name in ((big, "big"), (acc, "acc"))
+    )
     # the loss is token-weighted over the whole optimizer step, so micro-batches of unequal
     # target lengths add up to the big batch's loss, and step 2 sees the same weights
     assert len(l1) == len(l2) == 2 and l1 == pytest.approx(l2, rel=1e-5)
@@ -224,3 +222,70 @@ def test_eval_every_evaluates_those_epochs_and_the_last_and_selects_among_them(
 def test_eval_every_must_be_positive():
     with pytest.raises(ValueError, match="eval_every"):
         FinetuneConfig(eval_every=0)
+
+
+def _varied_examples(n: int) -> list[Example]:
+    """Examples of different lengths: 0 to 2 region crops, targets of 1 to 3 pairs."""
+    out = []
+    for i in range(n):
+        c = COLOURS[i % len(COLOURS)]
+        content: list[dict] = [{"type": "image"}, {"type": "text", "text": f"Item {i}"}]
+        images = [Image.new("RGB", (64, 48), c)]
+        for k in range(i % 3):
+            content += [{"type": "image"}, {"type": "text", "text": f"region {k}"}]
+            images.append(Image.new("RGB", (32 + 16 * k, 40), COLOURS[(i + k + 1) % 6]))
+        target = ", ".join(f"{COLOURS[(i + k) % 6]} <POS>" for k in range(1 + i % 3))
+        out.append(Example(f"v{i}", tuple(content), tuple(images), target))
+    return out
+
+
+def test_target_only_logits_give_the_full_loss_and_gradients(tmp_path, model_cache):
+    from iea.models.finetune import collate, encode, target_loss
+
+    cfg = FinetuneConfig(epochs=1, learning_rate=1e-3, batch_size=4, lora_dropout=0.0)
+    model, proc = _model(model_cache, cfg)
+    batch = collate([encode(proc, e) for e in _varied_examples(4)], proc.tokenizer.pad_token_id)
+    labels = batch.pop("labels")
+    grads = []
+    for target_logits in (False, True):
+        model.zero_grad()
+        loss = target_loss(model, batch, labels, target_logits=target_logits)
+        loss.backward()
+        grads.append((float(loss), {n: p.grad.clone() for n, p in _trainable_params(model)}))
+    (full, g_full), (only, g_only) = grads
+    assert only == pytest.approx(full, rel=1e-5) and full > 1.0
+    for n in g_full:
+        torch.testing.assert_close(g_only[n], g_full[n], rtol=1e-4, atol=1e-6)
+
+
+def _trainable_params(model):
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def test_fast_path_trains_like_the_naive_one(tmp_path, model_cache):
+    """Split passes, target-only logits and the cached vision tower (the defaults) against
+    consecutive slices, whole-vocab logits and the tower at every step (the HF way): the same
+    batches, the same loss curve and weights up to float rounding; a batch of 4 examples of
+    three lengths is split into passes."""
+    from iea.models.finetune import encode, micro_batches
+
+    exs = _varied_examples(12)
+    fast = FinetuneConfig(epochs=3, learning_rate=5e-3, batch_size=4, lora_dropout=0.0)
+    naive = FinetuneConfig(
+        epochs=3,
+        learning_rate=5e-3,
+        batch_size=4,
+        lora_dropout=0.0,
+        split_by_length=False,
+        target_logits=False,
+        cache_vision=False,
+    )
+    l_fast, w_fast = _losses_and_weights(model_cache, fast, exs, tmp_path / "fast")
+    l_naive, w_naive = _losses_and_weights(model_cache, naive, exs, tmp_path / "naive")
+    _, proc = load_vlm("tiny-qwen3-vl", device="cpu", cache=model_cache)
+    lengths = [len(encode(proc, e).input_ids) for e in exs]
+    assert len(micro_batches([0, 1, 2, 3], lengths, 4, split=True)) > 1
+    assert len(l_fast) == 9 and l_fast[-1] < 0.7 * l_fast[0]
+    assert l_fast == pytest.approx(l_naive, rel=1e-3)
+    for k in w_naive:
+        torch.testing.assert_close(w_fast[k], w_naive[k], rtol=1e-3, atol=1e-4)

@@ -191,9 +191,7 @@ def test_run_many_is_run_one_by_one_with_one_vlm_pass(tmp_path):
 
     one_store = LocalStore(tmp_path / "one")
     vlm_one = FakeVLM()
-    one = ImageInterpreter(
-        _settings(tmp_path), one_store, generator=FakeGenerator(), vlm=vlm_one
-    )
+    one = ImageInterpreter(_settings(tmp_path), one_store, generator=FakeGenerator(), vlm=vlm_one)
     singles = [one.run(p) for p in paths]
 
     vlm = FakeVLM()
