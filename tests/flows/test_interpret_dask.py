@@ -64,16 +64,28 @@ def world(tmp_path_factory, model_cache):
 
 @pytest.fixture
 def api_url_for_workers(monkeypatch):
-    """Dask's worker processes report their task runs to the test's Prefect server."""
+    """Dask's worker processes report their task runs to the test's Prefect server; what a
+    cluster the test starts itself writes into this process's environment (the nanny's
+    OMP_NUM_THREADS=1 & co.) is undone after it."""
     from prefect.settings import PREFECT_API_URL
 
+    from flows.runners import nanny_environ_keys
+
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    for k in nanny_environ_keys():  # recorded now, restored (or removed) at teardown
+        value = os.environ.get(k)
+        monkeypatch.setenv(k, value if value is not None else "")
+        if value is None:
+            monkeypatch.delenv(k)
 
 
 def test_a_local_dask_cluster_gives_the_thread_runners_outputs_byte_for_byte(
     tmp_path, world, api_url_for_workers
 ):
+    from flows.runners import nanny_environ_keys
+
     images, base, thread = world["images"], world["base"], world["thread"]
+    environ = {k: os.environ.get(k) for k in nanny_environ_keys()}
     dask = run_image_interpretation(
         DEMO,
         [*base, f"store.root={tmp_path / 'dask'}", "runtime.task_runner=dask"],
@@ -83,6 +95,8 @@ def test_a_local_dask_cluster_gives_the_thread_runners_outputs_byte_for_byte(
     a = _outputs(world["store"], thread["store_prefix"])
     b = _outputs(tmp_path / "dask", dask["store_prefix"])
     assert len(a) == 16 and a == b
+    # the nanny's OMP_NUM_THREADS=1 & co. do not stay in this process for what it starts next
+    assert {k: os.environ.get(k) for k in nanny_environ_keys()} == environ
     # the overlay a worker drew reached the flow through the store
     assert list((tmp_path / "dask" / dask["store_prefix"] / "overlays").glob("*/overlay.png"))
 
