@@ -61,18 +61,32 @@ def predict_chunk(
     loaded predictor, or a model URI loaded here from ``tracking_uri`` (on a Dask worker)."""
     if isinstance(predictor, str):
         predictor = _predictor(predictor, tracking_uri)
+    todo = [item for item in chunk if not isinstance(item, Failed)]
+    try:  # the chunk's tweets in one batched pass; a tweet that fails, fails alone
+        answers = iter(predictor.predict_many([(item.image, item.text) for item in todo]))
+    except Exception:  # a failure of the whole pass (a model error): each tweet on its own
+        answers = iter(_one_by_one(predictor, todo))
     out = []
     for item in chunk:
         if isinstance(item, Failed):
             out.append({"failed": item})
             continue
-        try:
-            answer = predictor.predict(item.image, item.text)
-        except Exception as e:  # one tweet's failure, with its reason; the batch goes on
-            reason = f"{type(e).__name__}: {e}"
+        answer = next(answers)
+        if isinstance(answer, Exception):  # one tweet's failure, with its reason
+            reason = f"{type(answer).__name__}: {answer}"
             out.append({"failed": Failed(item.where, reason, item.id, item.image)})
             continue
         out.append({"ok": {"id": item.id, "where": item.where, "image": item.image, **answer}})
+    return out
+
+
+def _one_by_one(predictor, items: list[Request]) -> list[dict[str, Any] | Exception]:
+    out: list[dict[str, Any] | Exception] = []
+    for item in items:
+        try:
+            out.append(predictor.predict(item.image, item.text))
+        except Exception as e:
+            out.append(e)
     return out
 
 

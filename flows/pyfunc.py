@@ -63,7 +63,10 @@ class IeaModel(mlflow.pyfunc.PythonModel):
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") else model_input
         from iea.predict import materialize_image
 
-        return [
-            self.predictor.predict(materialize_image(r["image"], self.inline), r["text"])
-            for r in rows
-        ]
+        answers = self.predictor.predict_many(
+            [(materialize_image(r["image"], self.inline), r["text"]) for r in rows]
+        )  # one batched pass over the rows
+        for i, answer in enumerate(answers):
+            if isinstance(answer, Exception):
+                raise type(answer)(f"row {i}: {answer}") from answer
+        return answers

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from iea.config import Settings
 from iea.data.records import Tweet, base_id
-from iea.jmasa import align_regions, jmasa_examples, predict, tweet_inputs
+from iea.jmasa import TweetInput, align_regions, jmasa_examples, predict, tweet_inputs
 from iea.models.finetune import load_trained
 
 STAGE_FILE = "iea_stage.json"
@@ -53,7 +54,8 @@ def read_stage(model_dir: str | Path) -> dict[str, Any]:
 
 
 class JmasaPredictor:
-    """Loads the JMASA model (and its aligner) once; :meth:`predict` answers one tweet.
+    """Loads the JMASA model (and its aligner) once; :meth:`predict` answers one tweet,
+    :meth:`predict_many` several in batches.
 
     Args:
         settings: the resolved settings the model was trained with (interpreter, filters,
@@ -101,31 +103,85 @@ class JmasaPredictor:
         Raises:
             ValueError: empty text. ``ImageDecodeError``: the image cannot be read.
         """
-        tokens = tuple(text.split())
-        if not tokens:
-            raise ValueError("text is empty")
-        image = Path(image)
-        tweet = Tweet(base_id(image.name, tokens), tokens, image.name)
+        (answer,) = self.predict_many([(image, text)])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def predict_many(
+        self, requests: Sequence[tuple[str | Path, str]]
+    ) -> list[dict[str, Any] | Exception]:
+        """:meth:`predict` for several ``(image, text)`` requests, batched: their images
+        interpreted in one cross-image pass (per folder), every region aligned in one batched
+        generation, and every instruction answered in batches of ``jmasa.train.eval_batch_size``
+        (the answers equal :meth:`predict`'s one by one: greedy generation, batch-invariant).
+
+        Returns:
+            Per request, in order, its answer or the exception that request alone raised
+            (``ValueError`` for an empty text, ``ImageDecodeError`` for an image that cannot be
+            read): one bad request never fails the others.
+        """
+        from iea.data.images import ImageDecodeError
+
+        out: list[dict[str, Any] | Exception | None] = [None] * len(requests)
+        by_folder: dict[Path, list[tuple[int, Tweet]]] = {}
+        for i, (image, text) in enumerate(requests):
+            tokens = tuple(text.split())
+            if not tokens:
+                out[i] = ValueError("text is empty")
+                continue
+            image = Path(image)
+            tweet = Tweet(base_id(image.name, tokens), tokens, image.name)
+            by_folder.setdefault(image.parent, []).append((i, tweet))
         regions = self.ablation in NEEDS_REGIONS
-        inputs = tweet_inputs(
-            [tweet],
-            image.parent,
-            self.interpreter if regions else None,
-            whole_image=self.ablation in WHOLE_IMAGE,
-        )
-        aligned = [[]]
-        if regions and self.aligner is not None:
+        interpreter = self.interpreter if regions else None
+        whole = self.ablation in WHOLE_IMAGE
+        order: list[int] = []
+        inputs: list[TweetInput] = []
+        for folder, items in by_folder.items():
+            tweets = [t for _, t in items]
+            try:
+                got = tweet_inputs(tweets, folder, interpreter, whole_image=whole)
+            except ImageDecodeError:  # find which: each alone, the others go on
+                got = []
+                for i, t in items:
+                    try:
+                        got.extend(tweet_inputs([t], folder, interpreter, whole_image=whole))
+                    except ImageDecodeError as e:
+                        out[i] = e
+            for i, _ in items:
+                if out[i] is None:
+                    order.append(i)
+            inputs.extend(got)
+        aligned: list[list[Any]] = [[] for _ in inputs]
+        if inputs and regions and self.aligner is not None:
             aligned = align_regions(*self.aligner, inputs)
         examples, _ = jmasa_examples(inputs, aligned, ablation=self.ablation)
         t = self.settings.jmasa.train
-        (row,) = predict(
-            self.model, self.processor, examples, [tweet], max_new_tokens=t.max_new_tokens
+        rows = (
+            predict(
+                self.model,
+                self.processor,
+                examples,
+                [x.tweet for x in inputs],
+                max_new_tokens=t.max_new_tokens,
+                batch_size=t.eval_batch_size,
+            )
+            if inputs
+            else []
         )
+        for i, item, row, regs in zip(order, inputs, rows, aligned, strict=True):
+            out[i] = self._answer(requests[i][1], item.tweet.tokens, row, regs)
+        return out  # type: ignore[return-value]  # every slot is filled
+
+    def _answer(
+        self, text: str, tokens: tuple[str, ...], row: dict[str, Any], aligned: list[Any]
+    ) -> dict[str, Any]:
         pairs = []
         for a in row["aspects"]:
             backing = [
                 {"region_id": r.region_id, "bbox": list(r.bbox), "description": r.description}
-                for r in aligned[0]
+                for r in aligned
                 if r.word_start < a["to"] and a["from"] < r.word_end
             ]
             term = " ".join(tokens[a["from"] : a["to"]])
@@ -143,7 +199,7 @@ class JmasaPredictor:
                     "phrase": " ".join(tokens[r.word_start : r.word_end]),
                     "description": r.description,
                 }
-                for r in aligned[0]
+                for r in aligned
             ],
         }
 

@@ -315,7 +315,9 @@ def test_dir_the_image_decides_the_polarity(trained, workdir):
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/iea-jmasa/1")
     frame = pd.DataFrame([{"image": str(p), "text": f"saw {term} today"} for _, p, term in picks])
-    rows = model.predict(frame)
+    rows = model.predict(frame)  # the six in one batched pass
+    # batched answers are the one-by-one answers, field for field (greedy generation)
+    assert rows == [model.predict(frame.iloc[[i]])[0] for i in range(len(frame))]
     got = [
         [p["polarity"] for p in r["pairs"] if p["term"] == term]
         for r, (_, _, term) in zip(rows, picks, strict=True)
@@ -323,6 +325,33 @@ def test_dir_the_image_decides_the_polarity(trained, workdir):
     agree = sum(g == [pol] for g, (pol, _, _) in zip(got, picks, strict=True))
     # chance is 2 of 6; a region aligned to the term carries its polarity (coverage ~0.7)
     assert agree >= 3, list(zip([p for p, _, _ in picks], got, strict=True))
+
+
+def test_predict_many_answers_each_request_as_predict_and_a_bad_one_fails_alone(
+    trained, workdir, tmp_path
+):
+    """The batched predictor: good requests get :meth:`predict`'s answer, an unreadable image
+    and an empty text get their own error in their place, and nothing else fails."""
+    from iea.config import saved_settings
+    from iea.data.images import ImageDecodeError
+    from iea.predict import JmasaPredictor
+
+    model_dir = Path(trained["model_dir"])
+    settings = saved_settings(json.loads((model_dir / "config.json").read_text()))
+    predictor = JmasaPredictor(settings, model_dir, trained["aligner"]["model_dir"])
+    (test_file,) = (workdir / "store" / "datasets" / "twitter").glob("*/*/test.jsonl")
+    tweets = [json.loads(x) for x in test_file.read_text().splitlines()][:3]
+    (images,) = (workdir / "work" / "synthetic").glob("*/images")
+    broken = tmp_path / "broken.png"  # in one folder with the good ones: one pass fails,
+    broken.write_bytes(b"not a png")  # then each image is tried alone
+    good = [
+        (Path(shutil.copy(images / t["image_id"], tmp_path)), " ".join(t["tokens"])) for t in tweets
+    ]
+    requests = [good[0], (broken, "saw my dog today"), good[1], (good[2][0], "  "), good[2]]
+    got = predictor.predict_many(requests)
+    assert isinstance(got[1], ImageDecodeError) and "broken.png" in str(got[1])
+    assert isinstance(got[3], ValueError) and "empty" in str(got[3])
+    assert [got[0], got[2], got[4]] == [predictor.predict(*r) for r in good]
 
 
 def test_full_and_no_nmi_differ_exactly_where_regions_are_aligned(trained, overrides, workdir):
