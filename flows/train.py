@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ def finetune_config(stage: ModelStageSettings, seed: int) -> FinetuneConfig:
         split_by_length=t.split_by_length,
         target_logits=t.target_logits,
         cache_vision=t.cache_vision,
+        max_tokens=t.max_tokens,
         warmup_steps=t.warmup_steps,
         weight_decay=t.weight_decay,
         checkpoint_every=t.checkpoint_every,
@@ -243,12 +245,15 @@ def _finish(
         "train_tokens": res.train_tokens,
         "resumed_from": res.resumed_from,
         "train_samples_per_s": res.train_examples_seen / max(res.seconds, 1e-9),
+        "train_rejected": res.rejected,  # over train.max_tokens: listed in rejects.jsonl
         **extra,
     }
     (work / "result.json").write_text(json.dumps(result, indent=2))
     store = open_store(settings.store)
     prefix = model_prefix(stage, work.name)
     put_tree(store, f"{prefix}/model", final)
+    if (work / "rejects.jsonl").is_file():
+        store.put_file(f"{prefix}/rejects.jsonl", work / "rejects.jsonl")
     store.put_file(f"{prefix}/result.json", work / "result.json")  # last: marks it complete
     return {**result, "reused": False}
 
@@ -486,20 +491,22 @@ def _dataset(name: str, version: str, uri: str):
 @task(cache_policy=NONE)
 def tweet_inputs_task(
     settings: Settings, tweets: list, images_dir: Path, regions: bool, whole_image: bool = False
-) -> list:
+) -> Sequence:
     """Per tweet: the whole image and, when ``regions``, its kept regions (interpreter, cached);
-    with ``whole_image`` the whole image is the one region (``no_segmentation``)."""
+    with ``whole_image`` the whole image is the one region (``no_segmentation``). Lazy: each
+    tweet's image and crops are read again when used, so memory does not grow with the split
+    (:class:`iea.jmasa.LazyTweetInputs`)."""
     from iea.jmasa import tweet_inputs
     from iea.store import open_store
     from iea.vision.interpreter import ImageInterpreter
 
     interpreter = ImageInterpreter(settings, open_store(settings.store)) if regions else None
     with gpu_slot(settings.interpreter.pool if regions else "cpu", "interpretation"):
-        return tweet_inputs(tweets, images_dir, interpreter, whole_image=whole_image)
+        return tweet_inputs(tweets, images_dir, interpreter, whole_image=whole_image, lazy=True)
 
 
 @task(cache_policy=NONE)
-def align_task(settings: Settings, aligner: dict, inputs: list) -> list:
+def align_task(settings: Settings, aligner: dict, inputs: Sequence) -> list:
     """Every kept region -> a phrase span, cached per region and aligner version."""
     from iea.jmasa import align_regions
     from iea.store import open_store
@@ -643,7 +650,9 @@ def jmasa_finetune(
             s: align_task(settings, aligner, inputs[s]) if regions else [[] for _ in inputs[s]]
             for s in SPLITS
         }
-    examples = {s: jmasa_examples(inputs[s], aligned[s], ablation=ablation)[0] for s in SPLITS}
+    examples = {  # built when read: the engine streams them
+        s: jmasa_examples(inputs[s], aligned[s], ablation=ablation, lazy=True)[0] for s in SPLITS
+    }
     quality = {s: alignment_quality(tweets[s], aligned[s]) for s in SPLITS}
     precision = {s: q[0] for s, q in quality.items()}
     cov = {s: q[1] for s, q in quality.items()}
@@ -679,6 +688,7 @@ def jmasa_finetune(
                 "untrained/test_jmasa_f1": result["untrained_test_jmasa_f1"],
                 "train/seconds": result["train_seconds"],
                 "train/samples_per_s": result["train_samples_per_s"],
+                "train/rejected": result.get("train_rejected", 0),
             }
         )
         mlflow.log_artifact(result["predictions"], "predictions")

@@ -59,7 +59,8 @@ def tweet_inputs(
     *,
     whole_image: bool = False,
     image_batch: int | None = None,
-) -> list[TweetInput]:
+    lazy: bool = False,
+) -> Sequence[TweetInput]:
     """Load each tweet's image and, with an ``interpreter`` (:class:`ImageInterpreter`), its
     kept regions: masked crops, bboxes and descriptions ``E`` (cached by the interpreter).
     With ``whole_image`` (the ``no_segmentation`` ablation) the whole image is the one region
@@ -70,6 +71,12 @@ def tweet_inputs(
     missing region crops interpreted in one cross-image VLM pass
     (:meth:`ImageInterpreter.run_many`).
 
+    With ``lazy``, every image is still read and interpreted here (so a bad image raises
+    here), but what comes back is a :class:`LazyTweetInputs`: it keeps each kept region's id,
+    box and description (bytes per tweet) and decodes the image and cuts the crops again when
+    an item is read, so memory does not grow with the number of tweets. The items equal the
+    eager list's.
+
     Raises:
         iea.data.images.ImageDecodeError: an image is missing or cannot be decoded (named).
     """
@@ -77,22 +84,100 @@ def tweet_inputs(
 
     images_dir = Path(images_dir)
     by_image: dict[str, tuple[Image.Image, tuple[RegionView, ...]]] = {}
+    described: dict[str, dict[int, str]] = {}  # lazy: image id -> kept region id -> E
     ids = list(dict.fromkeys(t.image_id for t in tweets))
     if interpreter is None:
-        for image_id in ids:
-            by_image[image_id] = (Image.fromarray(load_rgb(images_dir / image_id)), ())
-            report("load images", len(by_image), len(ids))
+        for n, image_id in enumerate(ids, 1):
+            rgb = load_rgb(images_dir / image_id)
+            if not lazy:
+                by_image[image_id] = (Image.fromarray(rgb), ())
+            report("load images", n, len(ids))
     else:
         step = image_batch or interpreter.settings.interpreter.image_batch
+        done = 0
         for start in range(0, len(ids), step):
             group = ids[start : start + step]
             results = interpreter.run_many([images_dir / i for i in group], whole=whole_image)
             for image_id, res in zip(group, results, strict=True):
                 if isinstance(res, ImageDecodeError):
                     raise res
-                by_image[image_id] = (Image.fromarray(res.rgb), region_views(res, res.kept))
-            report("interpret images", len(by_image), len(ids))
+                if lazy:
+                    described[image_id] = {r.id: res.interpretations[r.id].text for r in res.kept}
+                else:
+                    by_image[image_id] = (Image.fromarray(res.rgb), region_views(res, res.kept))
+            done += len(group)
+            report("interpret images", done, len(ids))
+    if lazy:
+        return LazyTweetInputs(tweets, images_dir, interpreter, described, whole_image=whole_image)
     return [TweetInput(t, *by_image[t.image_id]) for t in tweets]
+
+
+class LazyTweetInputs(Sequence[TweetInput]):
+    """:func:`tweet_inputs`' items, each built when read (see its ``lazy``).
+
+    Holds the tweets, and per image the kept regions' descriptions by region id; reading an
+    item decodes its image, takes its segmentation from the interpreter's cache, filters it
+    with the same settings and cuts the crops (the last few images are kept, so tweets that
+    share an image and a batch's neighbours decode it once). A slice is a ``LazyTweetInputs``.
+    """
+
+    KEEP = 8  # images kept decoded (a batch's worth)
+
+    def __init__(
+        self,
+        tweets: Sequence[Tweet],
+        images_dir: Path,
+        interpreter: Any | None,
+        described: dict[str, dict[int, str]],
+        *,
+        whole_image: bool = False,
+    ):
+        self.tweets = list(tweets)
+        self.images_dir = Path(images_dir)
+        self.interpreter = interpreter
+        self.described = described
+        self.whole_image = whole_image
+        self._load = functools.lru_cache(maxsize=self.KEEP)(self._image)
+
+    def __len__(self) -> int:
+        return len(self.tweets)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return LazyTweetInputs(
+                self.tweets[i],
+                self.images_dir,
+                self.interpreter,
+                self.described,
+                whole_image=self.whole_image,
+            )
+        tweet = self.tweets[i]
+        return TweetInput(tweet, *self._load(tweet.image_id))
+
+    def _image(self, image_id: str) -> tuple[Image.Image, tuple[RegionView, ...]]:
+        from iea.data.images import load_rgb
+        from iea.data.regions import region_crop
+
+        path = self.images_dir / image_id
+        if self.interpreter is None:
+            return Image.fromarray(load_rgb(path)), ()
+        p = self.interpreter.prepare(path, self.whole_image)
+        text = self.described[image_id]
+        kept = [r for r, why in zip(p["regions"], p["reasons"], strict=True) if not why]
+        if [r.id for r in kept] != list(text):
+            raise RuntimeError(
+                f"{path}: its kept regions changed since it was interpreted "
+                f"({[r.id for r in kept]} now, {list(text)} then): the segmentation cache or "
+                "the filter settings changed underneath"
+            )
+        rgb, label_map = p["rgb"], p["label_map"]
+        views = tuple(
+            RegionView(
+                r.id, tuple(r.bbox), Image.fromarray(region_crop(rgb, label_map, r)), text[r.id]
+            )
+            for r in kept
+        )
+        return Image.fromarray(rgb), views
 
 
 def region_views(res: Any, regions: Sequence[Any]) -> tuple[RegionView, ...]:
@@ -140,6 +225,7 @@ def align_regions(
     batch_size: int = 8,
     store: Any | None = None,
     aligner_key: str | None = None,
+    chunk: int = 64,
 ) -> list[list[AlignedRegion]]:
     """Ask the aligner, for every kept region of every tweet, which phrase it shows.
 
@@ -147,11 +233,34 @@ def align_regions(
         store, aligner_key: with both, each answer is cached in ``store`` under
             ``cache/align/<aligner_key>/<sha256 of image, crop, E, text>.json``, so a rerun
             (or another ablation) asks the aligner only about regions it has not seen.
+        chunk: tweets whose region questions are built and answered together (each item is
+            read once; only a chunk's images are held, whatever the number of tweets).
 
     Returns:
         Per tweet, the regions with a valid phrase span (an invalid or "none" answer drops the
         region, never raises), as :class:`AlignedRegion` in region order.
     """
+    out: list[list[AlignedRegion]] = []
+    n = len(items)
+    for start in range(0, n, chunk):
+        part = [items[t] for t in range(start, min(n, start + chunk))]
+        out.extend(
+            _align_part(model, processor, part, max_new_tokens, batch_size, store, aligner_key)
+        )
+        report("align regions", len(out), n)
+    return out
+
+
+def _align_part(
+    model: Any,
+    processor: Any,
+    items: Sequence[TweetInput],
+    max_new_tokens: int,
+    batch_size: int,
+    store: Any | None,
+    aligner_key: str | None,
+) -> list[list[AlignedRegion]]:
+    """:func:`align_regions` on a list of items."""
     jobs: list[tuple[int, RegionView, str | None]] = []
     examples: list[Example] = []
     answers: dict[int, str] = {}
@@ -182,7 +291,7 @@ def align_regions(
             examples,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
-            progress="align regions",
+            progress="align regions: questions",
         )
         for j, answer in zip(todo, new, strict=True):
             answers[j] = answer
@@ -206,18 +315,47 @@ def jmasa_examples(
     aligned: Sequence[Sequence[AlignedRegion]],
     *,
     ablation: str = "full",
-) -> tuple[list[Example], list[Instruction]]:
-    """The NMI example of every tweet (target = its gold pairs) and the instructions."""
+    lazy: bool = False,
+) -> tuple[Sequence[Example], list[Instruction]]:
+    """The NMI example of every tweet (target = its gold pairs) and the instructions.
+
+    With ``lazy`` the examples are a :class:`NmiExamples`: each built when read, from its item
+    (read from ``items`` then, which may be a :class:`LazyTweetInputs`) and its instruction.
+    """
     if len(items) != len(aligned):
         raise ValueError(f"{len(items)} tweets but {len(aligned)} alignment lists")
-    examples, instructions = [], []
-    for item, regions in zip(items, aligned, strict=True):
-        ins = build_instruction(item.tweet, list(regions), ablation=ablation)
+    instructions = [
+        build_instruction(_tweet(items, i), list(regions), ablation=ablation)
+        for i, regions in enumerate(aligned)
+    ]
+    examples = NmiExamples(items, instructions)
+    return (examples if lazy else [examples[i] for i in range(len(examples))]), instructions
+
+
+def _tweet(items: Sequence[TweetInput], i: int) -> Tweet:
+    """Item ``i``'s tweet, without reading its image when ``items`` is lazy."""
+    return items.tweets[i] if isinstance(items, LazyTweetInputs) else items[i].tweet
+
+
+class NmiExamples(Sequence[Example]):
+    """The engine examples of ``instructions``, each built when read from its item's images
+    (its whole image and its regions' crops). A slice is an ``NmiExamples``."""
+
+    def __init__(self, items: Sequence[TweetInput], instructions: Sequence[Instruction]):
+        if len(items) != len(instructions):
+            raise ValueError(f"{len(items)} tweets but {len(instructions)} instructions")
+        self.items, self.instructions = items, list(instructions)
+
+    def __len__(self) -> int:
+        return len(self.instructions)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return NmiExamples(self.items[i], self.instructions[i])
+        item, ins = self.items[i], self.instructions[i]
         images: dict[int | None, Image.Image] = {None: item.image}
         images.update({r.region_id: r.crop for r in item.regions})
-        examples.append(to_example(ins.parts, item.tweet.id, ins.target, images))
-        instructions.append(ins)
-    return examples, instructions
+        return to_example(ins.parts, item.tweet.id, ins.target, images)
 
 
 def predict(

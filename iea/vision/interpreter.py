@@ -287,9 +287,10 @@ class ImageInterpreter:
             out.append(({rid: found[k] for rid, k in keys.items()}, len(misses)))
         return out
 
-    def _prepare(self, image: Path, whole: bool) -> dict[str, Any]:
+    def prepare(self, image: Path, whole: bool = False) -> dict[str, Any]:
         """Decode, segment (or take the whole frame) and filter one image: everything of its
-        :class:`ImageResult` but the interpretations."""
+        :class:`ImageResult` but the interpretations, as a dict of its fields (``rgb`` and
+        ``label_map`` included). The segmentation comes from the cache when it holds it."""
         rgb = load_rgb(image)
         sha = hashlib.sha256(Path(image).read_bytes()).hexdigest()
         height, width = rgb.shape[:2]
@@ -328,7 +329,7 @@ class ImageInterpreter:
         prepared: list[dict[str, Any] | ImageDecodeError] = []
         for image in images:
             try:
-                prepared.append(self._prepare(Path(image), whole))
+                prepared.append(self.prepare(Path(image), whole))
             except ImageDecodeError as e:
                 prepared.append(e)
         ok = [p for p in prepared if not isinstance(p, ImageDecodeError)]

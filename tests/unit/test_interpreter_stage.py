@@ -225,3 +225,63 @@ def test_run_whole_through_run_many(tmp_path):
         "interpretations_miss": 1,
     }
     assert res.interpretations[0].text.startswith("a 40x30 patch")
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_lazy_tweet_inputs_equal_the_eager_list_and_hold_no_image(tmp_path, whole):
+    """``tweet_inputs(lazy=True)`` interprets every image up front, then builds each item
+    when read (image decoded again, segmentation from the cache): the same items, images and
+    crops pixel for pixel, as the eager list; it holds no decoded image beyond its last few
+    (the rest pickles to a few hundred bytes a tweet), and the NMI examples built from it
+    equal the eager ones."""
+    import pickle
+
+    from iea.data.records import Tweet
+    from iea.jmasa import LazyTweetInputs, NmiExamples, jmasa_examples, tweet_inputs
+    from iea.nmi import AlignedRegion
+
+    for i in range(3):
+        _noise_image(tmp_path / f"{i}.png", 64 + 8 * i, 48, seed=i)
+    tweets = [
+        Tweet(f"t{i}", ("my", "dog", "and", "the", "bus", str(i)), f"{i % 3}.png") for i in range(5)
+    ]  # tweets 3 and 4 share images with 0 and 1
+
+    def interp(vlm):
+        return ImageInterpreter(
+            _settings(tmp_path), LocalStore(tmp_path / "s"), generator=FakeGenerator(), vlm=vlm
+        )
+
+    eager = tweet_inputs(tweets, tmp_path, interp(FakeVLM()), whole_image=whole)
+    vlm = FakeVLM()
+    lazy = tweet_inputs(tweets, tmp_path, interp(vlm), whole_image=whole, lazy=True)
+    assert isinstance(lazy, LazyTweetInputs) and len(lazy) == 5
+    assert vlm.calls == 0  # every description came from the cache the eager run filled
+    assert [lazy[i] for i in range(5)] == eager  # tweets, images, boxes, crops, descriptions
+    assert list(lazy[1:4]) == eager[1:4]
+    assert all(item.regions for item in eager)
+    # what it holds besides the interpreter: tweets and descriptions, no pixels
+    held = {k: v for k, v in vars(lazy).items() if k not in ("interpreter", "_load")}
+    size = len(pickle.dumps(held))
+    assert size < 600 * len(tweets), size
+    assert lazy._load.cache_info().currsize <= LazyTweetInputs.KEEP
+
+    aligned = [
+        [AlignedRegion(r.region_id, 1, 2, r.description, r.bbox)]
+        for r in (item.regions[0] for item in eager)
+    ]
+    want, want_ins = jmasa_examples(eager, aligned)
+    got, got_ins = jmasa_examples(lazy, aligned, lazy=True)
+    assert isinstance(got, NmiExamples) and got_ins == want_ins
+    assert [got[i] for i in range(5)] == want and list(got[:2]) == want[:2]
+
+
+def test_lazy_tweet_inputs_without_an_interpreter_load_the_images(tmp_path):
+    from iea.data.records import Tweet
+    from iea.jmasa import tweet_inputs
+
+    _noise_image(tmp_path / "a.png", 40, 30)
+    tweets = [Tweet("t", ("a",), "a.png")]
+    lazy = tweet_inputs(tweets, tmp_path, None, lazy=True)
+    assert lazy[0] == tweet_inputs(tweets, tmp_path, None)[0] and lazy[0].regions == ()
+    with pytest.raises(ImageDecodeError, match="missing.png"):
+        tweet_inputs([Tweet("t", ("a",), "missing.png")], tmp_path, None, lazy=True)
