@@ -303,6 +303,9 @@ class TrainSettings(_Section):
     cache_vision: bool = True
     """With the vision tower frozen (LoRA), its outputs computed once per example, not at
     every step: the same inputs to the language model."""
+    max_tokens: int | None = Field(None, ge=1)
+    """Longest training example in tokens (text + image tokens): longer ones are left out of
+    training and listed with their length in the run's ``rejects.jsonl``. None: no cap."""
     finetune: Literal["lora", "full"] = "lora"
     warmup_steps: int = Field(0, ge=0)
     weight_decay: float = Field(0.0, ge=0)

@@ -128,6 +128,10 @@ class FinetuneConfig:
     """Project to the vocabulary only the positions that predict a target token, and take the
     fp32 cross-entropy ``LOSS_CHUNK`` tokens at a time; False: the whole ``(batch, length,
     vocab)`` logits in fp32 (the HF default). The loss is the same either way."""
+    max_tokens: int | None = None
+    """Longest training example, in tokens (text and image tokens): a longer one is left out
+    of training and written, with its key and length, to ``out_dir/rejects.jsonl``; it bounds
+    a step's memory whatever the data holds. None: no cap."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "eval_every"):
@@ -140,6 +144,10 @@ class FinetuneConfig:
             raise ValueError(f"mode must be 'lora' or 'full', got {self.mode!r}")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ValueError("checkpoint_every must be >= 0 and keep_checkpoints >= 1")
+        if self.max_tokens is not None and (
+            isinstance(self.max_tokens, bool) or self.max_tokens < 1
+        ):
+            raise ValueError(f"max_tokens must be None or an int >= 1, got {self.max_tokens!r}")
 
 
 @dataclass
@@ -164,6 +172,8 @@ class TrainResult:
     seconds: float
     train_tokens: int
     train_examples_seen: int
+    rejected: int = 0
+    """Examples left out for being over ``max_tokens`` (listed in ``out_dir/rejects.jsonl``)."""
 
 
 def _chat(processor: Any, content: Sequence[dict[str, Any]]) -> str:
@@ -555,26 +565,48 @@ class EncodedStore:
 
 
 def encode_all(
-    model: Any, processor: Any, examples: Sequence[Example], root: Path, *, cache_vision: bool
+    model: Any,
+    processor: Any,
+    examples: Sequence[Example],
+    root: Path,
+    *,
+    cache_vision: bool,
+    max_tokens: int | None = None,
+    rejects: Path | None = None,
 ) -> tuple[EncodedStore, str]:
     """Encode ``examples`` one at a time into an :class:`EncodedStore` at ``root`` (with
     ``cache_vision``, each one's pixels replaced by its frozen vision tower's outputs, see
     :func:`cache_vision_outputs`); returns the store and the data fingerprint (over the pixels).
-    ``examples`` may be any sequence, built lazily: each item is read once.
+    ``examples`` may be any sequence, built lazily: each item is read once. An example longer
+    than ``max_tokens`` is left out and written to ``rejects`` (one JSON line: ``item``,
+    ``key``, ``tokens``, ``max_tokens``, ``reason``); the file is rewritten on every call.
 
     Raises:
-        ValueError: an empty target (named), or images that do not match the content.
+        ValueError: an empty target (named), images that do not match the content, or every
+            example over ``max_tokens``.
     """
     store, fp = EncodedStore(root), _Fingerprint()
     frozen = cache_vision and _frozen_vision(model) is not None
     was_training = model.training
     model.eval()
+    rejected: list[dict[str, Any]] = []
     try:
         for i in range(len(examples)):
             ex = examples[i]
             if not ex.target:
                 raise ValueError(f"example {ex.key!r} (item {i}) has an empty target")
             e = encode(processor, ex)
+            if max_tokens is not None and len(e.input_ids) > max_tokens:
+                rejected.append(
+                    {
+                        "item": i,
+                        "key": ex.key,
+                        "tokens": len(e.input_ids),
+                        "max_tokens": max_tokens,
+                        "reason": f"{len(e.input_ids)} tokens, over max_tokens={max_tokens}",
+                    }
+                )
+                continue
             fp.update(e)
             if frozen:
                 cache_vision_outputs(model, [e])
@@ -582,6 +614,17 @@ def encode_all(
             report("encode", i + 1, len(examples))
     finally:
         model.train(was_training)
+    if rejects is not None:
+        rejects.parent.mkdir(parents=True, exist_ok=True)
+        tmp = rejects.with_suffix(".partial")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rejected))
+        tmp.replace(rejects)
+    if rejected and not len(store):
+        where = f" (listed in {rejects})" if rejects is not None else ""
+        raise ValueError(
+            f"all {len(rejected)} examples are over max_tokens={max_tokens}{where}: "
+            f"the shortest has {min(r['tokens'] for r in rejected)} tokens"
+        )
     return store, fp.hexdigest()
 
 
@@ -640,8 +683,15 @@ def train(
     if pad_id is None:
         pad_id = _end_token_ids(model, processor.tokenizer)[0]
     encoded, fingerprint = encode_all(
-        model, processor, examples, out_dir / "encoded", cache_vision=cfg.cache_vision
+        model,
+        processor,
+        examples,
+        out_dir / "encoded",
+        cache_vision=cfg.cache_vision,
+        max_tokens=cfg.max_tokens,
+        rejects=out_dir / "rejects.jsonl",
     )
+    rejected = len(examples) - len(encoded)
     per_step = cfg.batch_size * cfg.grad_accum
     steps_per_epoch = math.ceil(len(encoded) / per_step)
     total = steps_per_epoch * cfg.epochs
@@ -792,6 +842,7 @@ def train(
         seconds=time.perf_counter() - t0,
         train_tokens=state["tokens"],
         train_examples_seen=state["examples_seen"],
+        rejected=rejected,
     )
 
 

@@ -198,6 +198,31 @@ def test_bad_examples_are_named(tmp_path, model_cache):
         train(model, proc, [Example("t", ex.content, ex.images, "")], cfg, out_dir=tmp_path)
 
 
+def test_examples_over_max_tokens_are_left_out_and_listed(tmp_path, model_cache):
+    """A length cap: the longer examples are not trained on, each is listed with its key and
+    length in ``rejects.jsonl``; a cap no example fits names itself."""
+    import json
+
+    from iea.models.finetune import encode
+
+    model, proc = _model(model_cache, FinetuneConfig(epochs=1, lora_dropout=0.0))
+    exs = _varied_examples(6)  # 0, 1 or 2 region crops: three lengths
+    lengths = {e.key: len(encode(proc, e).input_ids) for e in exs}
+    cap = sorted(set(lengths.values()))[1]  # the longest third is over it
+    cfg = FinetuneConfig(epochs=1, batch_size=2, lora_dropout=0.0, max_tokens=cap)
+    _, result = train(model, proc, exs, cfg, out_dir=tmp_path / "a")
+    over = sorted(k for k, n in lengths.items() if n > cap)
+    assert over and result.rejected == len(over) and result.train_examples_seen == 6 - len(over)
+    rows = [json.loads(x) for x in (tmp_path / "a" / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["key"] for r in rows) == over
+    assert all(r["tokens"] == lengths[r["key"]] > cap == r["max_tokens"] for r in rows)
+    cfg = FinetuneConfig(epochs=1, lora_dropout=0.0, max_tokens=min(lengths.values()) - 1)
+    with pytest.raises(ValueError, match=r"all 6 examples are over max_tokens=.*rejects.jsonl"):
+        train(model, proc, exs, cfg, out_dir=tmp_path / "b")
+    with pytest.raises(ValueError, match="max_tokens"):
+        FinetuneConfig(max_tokens=0)
+
+
 def test_eval_every_evaluates_those_epochs_and_the_last_and_selects_among_them(
     tmp_path, model_cache
 ):
