@@ -494,7 +494,7 @@ def tweet_inputs_task(
 ) -> Sequence:
     """Per tweet: the whole image and, when ``regions``, its kept regions (interpreter, cached);
     with ``whole_image`` the whole image is the one region (``no_segmentation``). Lazy: each
-    tweet's image and crops are read again when used, so memory does not grow with the split
+    tweet's image and crops are read again when used, so the split's images are not all held
     (:class:`iea.jmasa.LazyTweetInputs`)."""
     from iea.jmasa import tweet_inputs
     from iea.store import open_store

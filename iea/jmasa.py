@@ -72,10 +72,10 @@ def tweet_inputs(
     (:meth:`ImageInterpreter.run_many`).
 
     With ``lazy``, every image is still read and interpreted here (so a bad image raises
-    here), but what comes back is a :class:`LazyTweetInputs`: it keeps each kept region's id,
-    box and description (bytes per tweet) and decodes the image and cuts the crops again when
-    an item is read, so memory does not grow with the number of tweets. The items equal the
-    eager list's.
+    here), but what comes back is a :class:`LazyTweetInputs`: it keeps each kept region's
+    description by region id (bytes per tweet) and decodes the image and cuts the crops again
+    when an item is read, so no tweet's image is held beyond the last few read. The items
+    equal the eager list's.
 
     Raises:
         iea.data.images.ImageDecodeError: an image is missing or cannot be decoded (named).
