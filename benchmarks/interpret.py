@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 import numpy as np
 
@@ -193,7 +194,13 @@ def main() -> None:
         queue = ctx.Queue()
         proc = ctx.Process(target=_measure, args=(kind, args.config, overrides, args.images, queue))
         proc.start()
-        results[kind] = queue.get()
+        while True:  # a child that dies before it reports must not leave us waiting forever
+            try:
+                results[kind] = queue.get(timeout=5)
+                break
+            except Empty:
+                if not proc.is_alive():
+                    sys.exit(f"{kind} measurement died before reporting (exit {proc.exitcode})")
         proc.join()
         if proc.exitcode:
             sys.exit(f"{kind} measurement failed (exit {proc.exitcode})")

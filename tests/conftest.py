@@ -100,9 +100,15 @@ def _start_background_build(cache: Path) -> None:
         "import sys; from iea.models.refs import prepare_tiny; "
         f"prepare_tiny({list(WORLD_MODELS)!r}, cache=sys.argv[1], progress=print)"
     )
+    # The build shares the 2 cores with the tests: with libgomp's default spin its idle threads
+    # busy-wait on cores the tests need, and theirs on the build's (two 2-thread trainings at
+    # once took 4.8x as long as one alone; benchmarks/omp_wait.py). A short spin lets its idle
+    # threads sleep; it is not the default anywhere else, since it slows a lone process's
+    # generation about 1.5x. Same weights: it changes when threads sleep, not what they compute.
+    env = {"GOMP_SPINCOUNT": "1000", **os.environ}
     with open(cache / "background-build.log", "ab") as log:  # the child keeps its own copy
         _BUILD["proc"] = subprocess.Popen(
-            [sys.executable, "-c", code, str(cache)], cwd=REPO, stdout=log, stderr=log
+            [sys.executable, "-c", code, str(cache)], cwd=REPO, stdout=log, stderr=log, env=env
         )
 
 

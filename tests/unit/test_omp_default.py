@@ -1,5 +1,6 @@
-"""``import iea`` sets torch's OpenMP spin default before torch loads, and an explicit setting
-wins (:mod:`iea`; why: ``benchmarks/omp_wait.py``)."""
+"""The suite's background model build runs with a short OpenMP spin
+(``tests/conftest.py``; why: ``benchmarks/omp_wait.py``), and nothing else is changed: ``import
+iea`` leaves torch's threading settings alone."""
 
 from __future__ import annotations
 
@@ -7,24 +8,34 @@ import os
 import subprocess
 import sys
 
-PROBE = "import iea, os; print(os.environ.get('GOMP_SPINCOUNT'))"
 
-
-def _probe(**env: str) -> str:
+def test_importing_iea_leaves_the_spin_setting_alone():
     base = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], env={**base, **env}, capture_output=True, text=True
+        [sys.executable, "-c", "import iea, os; print(os.environ.get('GOMP_SPINCOUNT'))"],
+        env=base,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    assert out.stdout.strip() == "None"
 
 
-def test_importing_iea_shortens_the_spin_and_keeps_an_explicit_value():
-    assert _probe() == "1000"
-    assert _probe(GOMP_SPINCOUNT="300000") == "300000"
+def test_the_background_build_gets_a_short_spin_and_an_explicit_value_wins(tmp_path, monkeypatch):
+    import tests.conftest as conftest
 
+    started, real = [], subprocess.Popen
 
-def test_the_suite_and_its_children_run_with_it():
-    # tests/conftest.py imports ``flows`` (so ``iea``) before torch: the background model
-    # build and every subprocess a test starts inherit the setting
-    assert os.environ.get("GOMP_SPINCOUNT") is not None
+    def fake_popen(cmd, **kwargs):  # the build's start is recorded, anything else runs
+        if "prepare_tiny" not in " ".join(map(str, cmd)):
+            return real(cmd, **kwargs)
+        started.append(kwargs["env"])
+
+    monkeypatch.setattr(subprocess, "Popen", fake_popen)
+    monkeypatch.setattr("iea.models.refs.is_built", lambda name, cache: False)
+    monkeypatch.setitem(conftest._BUILD, "proc", None)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    conftest._start_background_build(tmp_path / "a")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
+    conftest._start_background_build(tmp_path / "b")
+    assert [e["GOMP_SPINCOUNT"] for e in started] == ["1000", "300000"]
