@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from flows import set_offline_defaults
+# Before anything loads torch: the suite runs torch in several processes on the same cores (its
+# background model build beside the tests, Dask and Prefect workers), where libgomp's default
+# spin has each process's idle threads busy-wait on cores the others need (two 2-thread
+# trainings at once: 4.8x one alone's time; 2.1x with this). Not the product's default: it
+# slows a lone process's greedy generation about 1.5x (benchmarks/omp_wait.py, BENCHMARKS.md).
+# It changes when idle threads sleep, not what they compute. Subprocesses inherit it.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+from flows import set_offline_defaults  # noqa: E402 - after the line above
 
 set_offline_defaults()
 
@@ -100,15 +108,9 @@ def _start_background_build(cache: Path) -> None:
         "import sys; from iea.models.refs import prepare_tiny; "
         f"prepare_tiny({list(WORLD_MODELS)!r}, cache=sys.argv[1], progress=print)"
     )
-    # The build shares the 2 cores with the tests: with libgomp's default spin its idle threads
-    # busy-wait on cores the tests need, and theirs on the build's (two 2-thread trainings at
-    # once took 4.8x as long as one alone; benchmarks/omp_wait.py). A short spin lets its idle
-    # threads sleep; it is not the default anywhere else, since it slows a lone process's
-    # generation about 1.5x. Same weights: it changes when threads sleep, not what they compute.
-    env = {"GOMP_SPINCOUNT": "1000", **os.environ}
     with open(cache / "background-build.log", "ab") as log:  # the child keeps its own copy
         _BUILD["proc"] = subprocess.Popen(
-            [sys.executable, "-c", code, str(cache)], cwd=REPO, stdout=log, stderr=log, env=env
+            [sys.executable, "-c", code, str(cache)], cwd=REPO, stdout=log, stderr=log
         )
 
 

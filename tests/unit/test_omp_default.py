@@ -1,6 +1,6 @@
-"""The suite's background model build runs with a short OpenMP spin
-(``tests/conftest.py``; why: ``benchmarks/omp_wait.py``), and nothing else is changed: ``import
-iea`` leaves torch's threading settings alone."""
+"""The suite runs with a short OpenMP spin, set by ``tests/conftest.py`` before torch loads and
+inherited by every process a test starts (why: ``benchmarks/omp_wait.py``); the product leaves
+torch's default alone: ``import iea`` sets nothing."""
 
 from __future__ import annotations
 
@@ -9,33 +9,27 @@ import subprocess
 import sys
 
 
+def _child(code: str, env: dict[str, str]) -> str:
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_importing_iea_leaves_the_spin_setting_alone():
     base = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    out = subprocess.run(
-        [sys.executable, "-c", "import iea, os; print(os.environ.get('GOMP_SPINCOUNT'))"],
-        env=base,
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "None"
+    assert _child("import iea, os; print(os.environ.get('GOMP_SPINCOUNT'))", base) == "None"
 
 
-def test_the_background_build_gets_a_short_spin_and_an_explicit_value_wins(tmp_path, monkeypatch):
-    import tests.conftest as conftest
+def test_the_suite_and_the_processes_it_starts_run_with_the_short_spin():
+    assert os.environ.get("GOMP_SPINCOUNT")  # conftest's setdefault: an explicit value wins
+    spin = _child("import os; print(os.environ.get('GOMP_SPINCOUNT'))", dict(os.environ))
+    assert spin == os.environ["GOMP_SPINCOUNT"]
+    assert "torch" not in _loaded_before_conftest()
 
-    started, real = [], subprocess.Popen
 
-    def fake_popen(cmd, **kwargs):  # the build's start is recorded, anything else runs
-        if "prepare_tiny" not in " ".join(map(str, cmd)):
-            return real(cmd, **kwargs)
-        started.append(kwargs["env"])
-
-    monkeypatch.setattr(subprocess, "Popen", fake_popen)
-    monkeypatch.setattr("iea.models.refs.is_built", lambda name, cache: False)
-    monkeypatch.setitem(conftest._BUILD, "proc", None)
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    conftest._start_background_build(tmp_path / "a")
-    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")
-    conftest._start_background_build(tmp_path / "b")
-    assert [e["GOMP_SPINCOUNT"] for e in started] == ["1000", "300000"]
+def _loaded_before_conftest() -> set[str]:
+    """The modules a fresh interpreter holds after what conftest imports before its setdefault
+    (``os``, ``pathlib``, ``pytest``): torch must not be among them, or libgomp would have read
+    its settings already."""
+    code = "import os, pathlib, pytest, sys; print(' '.join(sorted(sys.modules)))"
+    return set(_child(code, dict(os.environ)).split())
