@@ -11,8 +11,8 @@ is thousands of short parallel regions, each ending in such a wait; two 2-thread
 2 cores (the test suite and its background model build, the Dask interpretation workers) then
 spend their time spinning in each other's way. A short spin fixes that and costs a lone process
 its wake-ups: greedy generation (short parallel regions with Python between them) slows. The
-suite gives its background build ``GOMP_SPINCOUNT=1000`` (``tests/conftest.py``); nothing else
-changes the default. This measures both sides.
+suite sets ``GOMP_SPINCOUNT=1000`` for all its processes (``tests/conftest.py``); the ``iea``
+command keeps the default. This measures both sides.
 
 Each setting runs the same workloads (a Qwen3 of the tiny models' text size, 2 torch threads)
 in fresh processes: training, ``--steps`` forward/backward/AdamW steps on a batch of 8 x 170
