@@ -20,7 +20,10 @@ from iea.align.fgca import FgcaGateFailed
 from iea.data.pascal_classes import class_phrase
 from iea.models.refs import prepare_tiny
 
-pytestmark = [pytest.mark.flows, pytest.mark.model]
+pytestmark = [
+    pytest.mark.flows,
+    pytest.mark.model("tiny-qwen3-fgca", "tiny-qwen3", "tiny-qwen3-vl", "tiny-qwen3-vl-interp"),
+]
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "demo.yaml")
 
