@@ -36,8 +36,8 @@ if XDIST_WORKERS > 1:
 WORLD_MODELS = (
     "tiny-qwen3-vl",
     "tiny-qwen3",
-    "tiny-qwen3-vl-interp",
     "tiny-sam-world",
+    "tiny-qwen3-vl-interp",
     "tiny-qwen3-fgca",
 )
 """The tiny models the model tier builds, in the order the background build takes them: the
@@ -109,34 +109,12 @@ _BUILD: dict = {}
 
 
 def pytest_collection_finish(session):
-    """When the collected tests need tiny models that are not built yet: start building the
-    :data:`WORLD_MODELS` in a background process (one per run: xdist worker ``gw0``), then
-    lower the test process's CPU priority (``nice`` +:data:`TEST_NICENESS`; every process a
-    test starts inherits it) below the build's (``nice`` 0). The build and then the tests that
-    need its models are the suite's critical path; the other tests fill the cores the build
-    leaves idle. At equal priority the tests beside it made ``tiny-sam-world``'s training 2.5x
-    slower than alone (BENCHMARKS.md). Lowering one's own priority needs no privilege; raising
-    it again would, so the tests after the build keep it, and then run alone."""
-    if session.config.option.collectonly or not any(_needs_models(i) for i in session.items):
+    """Start building the :data:`WORLD_MODELS` in a background process as soon as the
+    collected tests are known to need them (one process per run: xdist worker ``gw0``)."""
+    if XDIST_WORKER not in ("", "gw0") or session.config.option.collectonly:
         return
-    cache = _model_cache_dir(session.config)
-    if all_built(cache):
-        return
-    if XDIST_WORKER in ("", "gw0"):
-        _start_background_build(cache)
-    if hasattr(os, "nice"):
-        os.nice(TEST_NICENESS)
-
-
-TEST_NICENESS = 10
-"""How much the test processes lower their CPU priority below the background build's."""
-
-
-def all_built(cache: Path) -> bool:
-    """Whether every :data:`WORLD_MODELS` model is built in ``cache``."""
-    from iea.models.refs import is_built
-
-    return all(is_built(name, cache=cache) for name in WORLD_MODELS)
+    if any(_needs_models(item) for item in session.items):
+        _start_background_build(_model_cache_dir(session.config))
 
 
 def _start_background_build(cache: Path) -> None:
@@ -147,7 +125,9 @@ def _start_background_build(cache: Path) -> None:
     import subprocess
     import sys
 
-    if all_built(cache):
+    from iea.models.refs import is_built
+
+    if all(is_built(name, cache=cache) for name in WORLD_MODELS):
         return
     cache.mkdir(parents=True, exist_ok=True)
     code = (

@@ -4,12 +4,9 @@ need only the random models run while the trained ones build, and each file stay
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,7 +15,6 @@ def _collected_files() -> list[str]:
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
         cwd=REPO,
-        env={k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS"},  # its own format
         capture_output=True,
         text=True,
     )
@@ -36,21 +32,7 @@ def test_files_run_in_the_order_their_models_are_ready():
     at = {f: i for i, f in enumerate(order)}
     no_model = at["tests/unit/test_world.py"]
     random_only = at["tests/model/test_finetune.py"]  # tiny-qwen3-vl: built first, in seconds
-    sam_and_interpreter = at["tests/model/test_world_models.py"]
+    sam_only = at["tests/model/test_fast_masks.py"]
+    interpreter = at["tests/model/test_world_models.py"]
     everything = at["tests/flows/test_train_flows.py"]
-    assert no_model < random_only < sam_and_interpreter < everything, order[-20:]
-
-
-def test_while_the_background_build_runs_the_tests_yield_the_cores_to_it():
-    """The background build (``tests/conftest.py``) runs at a higher CPU priority than the
-    tests beside it."""
-    import psutil
-
-    me = psutil.Process()
-    try:
-        builds = [c for c in me.children() if "prepare_tiny" in " ".join(c.cmdline())]
-        if not builds:
-            pytest.skip("no background build in this process (models built, or none needed)")
-        assert me.nice() >= builds[0].nice() + 10, (me.nice(), builds[0].nice())
-    except psutil.NoSuchProcess:
-        pytest.skip("the background build ended while it was looked at")
+    assert no_model < random_only < sam_only < interpreter < everything, order[-20:]
