@@ -34,16 +34,13 @@ if XDIST_WORKERS > 1:
     torch.set_num_threads(_threads)
 
 WORLD_MODELS = (
+    "tiny-qwen3-vl-interp",
+    "tiny-sam-world",
+    "tiny-qwen3-fgca",
     "tiny-qwen3-vl",
     "tiny-qwen3",
-    "tiny-sam-world",
-    "tiny-qwen3-vl-interp",
-    "tiny-qwen3-fgca",
 )
-"""The tiny models the model tier builds, in the order the background build takes them: the
-two random ones first (seconds), then the trained ones in the order the test files need them
-(:func:`pytest_collection_modifyitems`), so the files that need only the first ones run while
-the rest build."""
+"""The tiny models the model tier builds, costliest first (the order workers take them in)."""
 
 REPO = Path(__file__).resolve().parents[1]
 TWITTER = REPO.parent / "shared" / "data" / "twitter"
@@ -72,36 +69,13 @@ def _needs_models(item: pytest.Item) -> bool:
     return item.get_closest_marker("model") is not None
 
 
-def models_needed(item: pytest.Item) -> tuple[str, ...]:
-    """The tiny models a test waits for: its ``model`` marker's arguments
-    (``pytest.mark.model("tiny-qwen3-vl")``), all :data:`WORLD_MODELS` for a bare
-    ``pytest.mark.model``, none without the marker. Only the run's order uses it: a test that
-    needs a model it did not name still waits for it (the build lock), it just may wait longer."""
-    marker = item.get_closest_marker("model")
-    if marker is None:
-        return ()
-    return tuple(marker.args) or WORLD_MODELS
-
-
-def ready_at(models: tuple[str, ...]) -> int:
-    """How far into the background build ``models`` are all built: the position after the last
-    of them in :data:`WORLD_MODELS` (0: nothing to wait for; a model outside the list, such as
-    the random ``tiny-sam`` a test builds itself in seconds, counts as nothing)."""
-    return max((WORLD_MODELS.index(m) + 1 for m in models if m in WORLD_MODELS), default=0)
-
-
 def pytest_collection_modifyitems(session, config, items):
-    """Files without tiny-model tests first (in their order), then the files with them, by how
-    far into the background build (:func:`_start_background_build`) their models are ready:
-    the unit, data, service and fault tests run while the first models build, the files that
-    need only those next, while the trained ones build. A file stays whole, at the place of
-    its latest-ready test, so its module fixtures set up once and xdist's ``--dist loadfile``
-    keeps it on one worker."""
-    wait: dict = {}
-    for item in items:
-        need = (_needs_models(item), ready_at(models_needed(item)))
-        wait[item.path] = max(wait.get(item.path, need), need)
-    items.sort(key=lambda item: wait[item.path])  # stable: the order within each part stays
+    """Files without tiny-model tests first (in their order), then the files with them: the
+    unit, data, service and fault tests run while the tiny models build in the background
+    (:func:`_start_background_build`). A file stays whole, so its module fixtures set up once
+    and xdist's ``--dist loadfile`` keeps it on one worker."""
+    late = {item.path for item in items if _needs_models(item)}
+    items.sort(key=lambda item: item.path in late)  # stable: the order within each part stays
 
 
 _BUILD: dict = {}

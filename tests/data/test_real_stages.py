@@ -50,10 +50,7 @@ from iea.data.records import Tweet, normalize_image_id
 from iea.data.world import POLARITIES, WORLD_CLASSES, draw_scene, sample_distractors
 from iea.nmi import AlignedRegion
 
-pytestmark = [
-    pytest.mark.real_data,
-    pytest.mark.model("tiny-qwen3-vl", "tiny-sam-world", "tiny-qwen3-vl-interp"),
-]
+pytestmark = [pytest.mark.real_data, pytest.mark.model]
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "configs" / "demo.yaml"

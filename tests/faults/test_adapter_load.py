@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from iea.models.finetune import FinetuneConfig, load_trained, prepare_model, save_trained
 from iea.models.refs import load_vlm
 
-pytestmark = pytest.mark.model("tiny-qwen3-vl")
+pytestmark = pytest.mark.model
 
 LOAD = """
 import json, sys

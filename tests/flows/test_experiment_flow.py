@@ -13,7 +13,7 @@ import pytest
 from flows.experiment import ablation_experiment
 from iea.models.refs import prepare_tiny
 
-pytestmark = [pytest.mark.flows, pytest.mark.model("tiny-qwen3-vl")]
+pytestmark = [pytest.mark.flows, pytest.mark.model]
 DEMO = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
 
 

@@ -20,10 +20,7 @@ from iea.align.fgca import FgcaGateFailed
 from iea.data.pascal_classes import class_phrase
 from iea.models.refs import prepare_tiny
 
-pytestmark = [
-    pytest.mark.flows,
-    pytest.mark.model("tiny-qwen3-fgca", "tiny-qwen3", "tiny-qwen3-vl", "tiny-qwen3-vl-interp"),
-]
+pytestmark = [pytest.mark.flows, pytest.mark.model]
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "demo.yaml")
 

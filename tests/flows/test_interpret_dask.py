@@ -19,11 +19,7 @@ import pytest
 from flows.interpret import run_image_interpretation
 from iea.data.synthetic import generate
 
-pytestmark = [
-    pytest.mark.flows,
-    pytest.mark.model("tiny-sam-world", "tiny-qwen3-vl-interp"),
-    pytest.mark.services,
-]
+pytestmark = [pytest.mark.flows, pytest.mark.model, pytest.mark.services]
 DEMO = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
 
 

@@ -11,7 +11,7 @@ from flows.interpret import run_image_interpretation, work_pool_for
 from iea.config import load_settings
 from iea.data.synthetic import generate
 
-pytestmark = [pytest.mark.flows, pytest.mark.model("tiny-sam-world", "tiny-qwen3-vl-interp")]
+pytestmark = [pytest.mark.flows, pytest.mark.model]
 DEMO = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
 
 

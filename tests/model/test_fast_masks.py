@@ -17,7 +17,7 @@ from iea.data.synthetic import draw_image, make_tweet
 from iea.models.sam import load_sam
 from iea.vision.segment import build_mask_generator, resize_for_sam, segment_image
 
-pytestmark = pytest.mark.model("tiny-sam-world")
+pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from iea.models.refs import ensure_tiny, load_causal_lm
 from iea.models.vlm import CausalLanguageModel
 from iea.recipes.copier import RECIPE, evaluate_copier, make_examples
 
-pytestmark = pytest.mark.model("tiny-qwen3-fgca", "tiny-qwen3")
+pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")

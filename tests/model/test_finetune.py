@@ -19,7 +19,7 @@ from iea.models.finetune import (
 )
 from iea.models.refs import load_vlm
 
-pytestmark = pytest.mark.model("tiny-qwen3-vl")
+pytestmark = pytest.mark.model
 COLOURS = ("red", "blue", "green", "yellow", "white", "black")
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from iea.data.synthetic import draw_image, make_tweet
 
-pytestmark = pytest.mark.model("tiny-sam-world", "tiny-qwen3-vl-interp")
+pytestmark = pytest.mark.model
 DEMO = str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
 
 

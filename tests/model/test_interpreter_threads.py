@@ -23,7 +23,7 @@ from iea.config import load_settings
 from iea.store import LocalStore
 from iea.vision.interpreter import ImageInterpreter, write_outputs
 
-pytestmark = pytest.mark.model("tiny-sam")
+pytestmark = pytest.mark.model
 
 N_IMAGES = 20
 PAUSE_S = 0.003

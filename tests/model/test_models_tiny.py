@@ -19,7 +19,7 @@ from iea.models.tiny import (
 )
 from iea.models.vlm import CausalLanguageModel, VisionLanguageModel
 
-pytestmark = pytest.mark.model("tiny-qwen3-vl", "tiny-qwen3")
+pytestmark = pytest.mark.model
 
 IM_END = "<|im_end|>"
 

@@ -6,7 +6,7 @@ import torch
 from iea.models.refs import LOAD_COUNTS, ModelNotAvailable
 from iea.models.sam import TINY_SAM_SPEC, load_sam, tiny_sam_dir
 
-pytestmark = pytest.mark.model("tiny-sam")
+pytestmark = pytest.mark.model
 
 
 def test_tiny_sam_is_deterministic_by_seed_and_loads_from_its_checkpoint(tmp_path):

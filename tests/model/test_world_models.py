@@ -13,7 +13,7 @@ from iea.recipes import read_report
 from iea.recipes.interpreter import evaluate_interpreter
 from iea.recipes.sam import evaluate_sam
 
-pytestmark = pytest.mark.model("tiny-sam-world", "tiny-qwen3-vl-interp")
+pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
