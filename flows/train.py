@@ -490,19 +490,28 @@ def _dataset(name: str, version: str, uri: str):
 
 @task(cache_policy=NONE)
 def tweet_inputs_task(
-    settings: Settings, tweets: list, images_dir: Path, regions: bool, whole_image: bool = False
-) -> Sequence:
-    """Per tweet: the whole image and, when ``regions``, its kept regions (interpreter, cached);
-    with ``whole_image`` the whole image is the one region (``no_segmentation``). Lazy: each
-    tweet's image and crops are read again when used, so the split's images are not all held
-    (:class:`iea.jmasa.LazyTweetInputs`)."""
+    settings: Settings,
+    tweets: dict[str, list],
+    images_dir: Path,
+    regions: bool,
+    whole_image: bool = False,
+) -> dict[str, Sequence]:
+    """Per split, per tweet: the whole image and, when ``regions``, its kept regions
+    (interpreter, cached); with ``whole_image`` the whole image is the one region
+    (``no_segmentation``). One interpreter serves every split, so SAM and the interpreting VLM
+    load once, and the splits' inputs, which keep it to read their crops again, share one copy
+    of each rather than one per split. Lazy: each tweet's image and crops are read again when
+    used, so the split's images are not all held (:class:`iea.jmasa.LazyTweetInputs`)."""
     from iea.jmasa import tweet_inputs
     from iea.store import open_store
     from iea.vision.interpreter import ImageInterpreter
 
     interpreter = ImageInterpreter(settings, open_store(settings.store)) if regions else None
     with gpu_slot(settings.interpreter.pool if regions else "cpu", "interpretation"):
-        return tweet_inputs(tweets, images_dir, interpreter, whole_image=whole_image, lazy=True)
+        return {
+            s: tweet_inputs(part, images_dir, interpreter, whole_image=whole_image, lazy=True)
+            for s, part in tweets.items()
+        }
 
 
 @task(cache_policy=NONE)
@@ -642,9 +651,9 @@ def jmasa_finetune(
         aligner = aligner_training(config, overrides) if regions else None
     whole = ablation in WHOLE_IMAGE
     with _timed(seconds, "interpret"):
-        inputs = {
-            s: tweet_inputs_task(settings, tweets[s], images_dir, regions, whole) for s in SPLITS
-        }
+        inputs = tweet_inputs_task(
+            settings, {s: tweets[s] for s in SPLITS}, images_dir, regions, whole
+        )
     with _timed(seconds, "align"):
         aligned = {
             s: align_task(settings, aligner, inputs[s]) if regions else [[] for _ in inputs[s]]

@@ -84,8 +84,28 @@ def overrides(workdir, model_cache) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(overrides):
-    return jmasa_finetune(DEMO, overrides)
+def trained_and_loads(overrides):
+    """The small demo's training, and the models it loaded (``LOAD_COUNTS`` increments)."""
+    from collections import Counter
+
+    from iea.models.refs import LOAD_COUNTS
+
+    before = Counter(LOAD_COUNTS)
+    result = jmasa_finetune(DEMO, overrides)
+    return result, Counter(LOAD_COUNTS) - before
+
+
+@pytest.fixture(scope="module")
+def trained(trained_and_loads):
+    return trained_and_loads[0]
+
+
+def test_the_three_splits_interpret_with_one_sam_and_one_interpreting_vlm(trained_and_loads):
+    """Interpretation loads SAM once for train, dev and test together: one interpreter serves
+    the three splits (before, each split had its own, and its inputs kept it, with its SAM and
+    interpreting VLM, through the JMASA training: three copies of each)."""
+    _, loads = trained_and_loads
+    assert loads["sam:tiny-sam-world"] == 1, loads
 
 
 def _check_best_on_dev(dev_f1: list[float], best_epoch: int, kept_dev_f1: float) -> None:
