@@ -100,7 +100,7 @@ def trained(trained_and_loads):
     return trained_and_loads[0]
 
 
-def test_the_three_splits_interpret_with_one_sam_and_one_interpreting_vlm(trained_and_loads):
+def test_the_three_splits_interpret_with_one_sam(trained_and_loads):
     """Interpretation loads SAM once for train, dev and test together: one interpreter serves
     the three splits (before, each split had its own, and its inputs kept it, with its SAM and
     interpreting VLM, through the JMASA training: three copies of each)."""
