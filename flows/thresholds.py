@@ -267,7 +267,7 @@ def _gather(settings: Settings, tweets: dict, images_dir: Path, aligner: dict) -
             aligner_key=aligner["key"],
         )
 
-    return {s: all_regions(split, images_dir, interp.run, align) for s, split in tweets.items()}
+    return {s: all_regions(split, images_dir, interp, align) for s, split in tweets.items()}
 
 
 @flow(name="threshold_search", log_prints=True)
@@ -511,13 +511,13 @@ class _Retrain:
             cfg = dataclasses.replace(cfg, epochs=search.retrain_epochs)
         picked = {k: self.splits[k].select(th) for k in ("train", "dev")}
         examples = {
-            k: jmasa_examples(items, aligned, ablation=search.ablation)[0]
+            k: jmasa_examples(items, aligned, ablation=search.ablation, lazy=True)[0]
             for k, (items, aligned) in picked.items()
         }
         cap = search.retrain_max_examples or s.jmasa.train.max_train_examples
         if cap:
             examples["train"] = examples["train"][:cap]
-        dev_tweets = [item.tweet for item in picked["dev"][0]]
+        dev_tweets = picked["dev"][0].tweets
         model, processor = _load_model(s, "jmasa")
         model = prepare_model(model, cfg)
         evaluated = 0

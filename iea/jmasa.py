@@ -333,8 +333,10 @@ def jmasa_examples(
 
 
 def _tweet(items: Sequence[TweetInput], i: int) -> Tweet:
-    """Item ``i``'s tweet, without reading its image when ``items`` is lazy."""
-    return items.tweets[i] if isinstance(items, LazyTweetInputs) else items[i].tweet
+    """Item ``i``'s tweet, without reading its image when ``items`` is lazy (a lazy sequence,
+    :class:`LazyTweetInputs` or :class:`iea.thresholds.KeptInputs`, lists its ``tweets``)."""
+    tweets = getattr(items, "tweets", None)
+    return tweets[i] if tweets is not None else items[i].tweet
 
 
 class NmiExamples(Sequence[Example]):

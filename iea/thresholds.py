@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from iea.data.records import Tweet
-from iea.jmasa import RegionView, TweetInput, jmasa_examples, region_views
+from iea.jmasa import TweetInput, jmasa_examples
 from iea.models.finetune import Example
 from iea.nmi import AlignedRegion
 from iea.vision.filters import RegionFeatures, Thresholds, keep_mask
@@ -48,26 +49,28 @@ ScoreFn = Callable[[Sequence[dict[str, Any]], Sequence[Tweet]], dict[str, float]
 class SplitRegions:
     """One split with every region of its images, filters off.
 
-    ``items``: per tweet, its image and *every* region as a view; ``aligned``: per tweet, the
-    regions the aligner maps to a phrase (region order); ``features``: struct of arrays over
-    the R regions of the split's distinct images, ``owner[k]`` = ``(image_id, region_id)`` of
-    entry k.
+    ``items``: per tweet, its image and *every* region as a view (a lazy sequence from
+    :func:`all_regions`: an item is decoded when read, so the split holds no image);
+    ``aligned``: per tweet, the regions the aligner maps to a phrase (region order);
+    ``features``: struct of arrays over the R regions of the split's distinct images,
+    ``owner[k]`` = ``(image_id, region_id)`` of entry k. Everything a trial needs short of
+    the instructions themselves (the kept set, the memo keys, coverage) reads ``tweets``,
+    ``aligned``, ``features`` and ``owner`` only, never an item.
     """
 
-    items: list[TweetInput]
+    items: Sequence[TweetInput]
     aligned: list[list[AlignedRegion]]
     features: RegionFeatures
     owner: list[tuple[str, int]]
+    tweets: list[Tweet] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.items) != len(self.aligned):
             raise ValueError(f"{len(self.items)} tweets but {len(self.aligned)} alignment lists")
         if len(self.owner) != len(self.features.width):
             raise ValueError(f"{len(self.owner)} owners for {len(self.features.width)} regions")
-
-    @property
-    def tweets(self) -> list[Tweet]:
-        return [item.tweet for item in self.items]
+        lazy = getattr(self.items, "tweets", None)
+        self.tweets = list(lazy) if lazy is not None else [item.tweet for item in self.items]
 
     def kept(self, t: Thresholds) -> set[tuple[str, int]]:
         """``(image_id, region_id)`` of the regions that pass every filter at ``t``."""
@@ -80,12 +83,10 @@ class SplitRegions:
         from iea.align.aligner import coverage
 
         kept = self.kept(t)
-        gold = {i.tweet.id: [(a.start, a.end) for a in i.tweet.aspects] for i in self.items}
+        gold = {tw.id: [(a.start, a.end) for a in tw.aspects] for tw in self.tweets}
         spans = {
-            i.tweet.id: [
-                (r.word_start, r.word_end) for r in al if (i.tweet.image_id, r.region_id) in kept
-            ]
-            for i, al in zip(self.items, self.aligned, strict=True)
+            tw.id: [(r.word_start, r.word_end) for r in al if (tw.image_id, r.region_id) in kept]
+            for tw, al in zip(self.tweets, self.aligned, strict=True)
         }
         return coverage(gold, spans)
 
@@ -94,54 +95,90 @@ class SplitRegions:
         n = len(self.owner)
         return float(keep_mask(self.features, t).sum()) / n if n else 1.0
 
-    def select(self, t: Thresholds) -> tuple[list[TweetInput], list[list[AlignedRegion]]]:
-        """The split as the stage gives it at ``t``: per tweet, only the kept regions (views
-        and alignments, in region order)."""
+    def select(
+        self, t: Thresholds, index: Sequence[int] | None = None
+    ) -> tuple[KeptInputs, list[list[AlignedRegion]]]:
+        """The split (or its tweets ``index``) as the stage gives it at ``t``: per tweet, only
+        the kept regions (views and alignments, in region order). The items are built when
+        read (:class:`KeptInputs`)."""
         kept = self.kept(t)
-        items, aligned = [], []
-        for item, regions in zip(self.items, self.aligned, strict=True):
-            image = item.tweet.image_id
-            views = tuple(v for v in item.regions if (image, v.region_id) in kept)
-            items.append(TweetInput(item.tweet, item.image, views))
-            aligned.append([r for r in regions if (image, r.region_id) in kept])
-        return items, aligned
+        index = range(len(self.tweets)) if index is None else index
+        aligned = []
+        for i in index:
+            image = self.tweets[i].image_id
+            aligned.append([r for r in self.aligned[i] if (image, r.region_id) in kept])
+        return KeptInputs(self.items, self.tweets, kept, index), aligned
+
+
+class KeptInputs(Sequence[TweetInput]):
+    """Items ``index`` of a split's ``items``, each with only the views of its ``kept``
+    regions, built when read (reading the underlying item then); ``tweets`` lists their
+    tweets without reading any item. A slice is a ``KeptInputs``."""
+
+    def __init__(
+        self,
+        items: Sequence[TweetInput],
+        tweets: Sequence[Tweet],
+        kept: set[tuple[str, int]],
+        index: Sequence[int],
+    ):
+        self._items, self._all, self._kept = items, tweets, kept
+        self.index = list(index)
+        self.tweets = [tweets[i] for i in self.index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return KeptInputs(self._items, self._all, self._kept, self.index[i])
+        item = self._items[self.index[i]]
+        image = item.tweet.image_id
+        views = tuple(v for v in item.regions if (image, v.region_id) in self._kept)
+        return TweetInput(item.tweet, item.image, views)
 
 
 def all_regions(
     tweets: Sequence[Tweet],
     images_dir: str | Path,
-    run_image: Callable[[Path], Any],
-    align: Callable[[list[TweetInput]], list[list[AlignedRegion]]],
+    interpreter: Any,
+    align: Callable[[Sequence[TweetInput]], list[list[AlignedRegion]]],
 ) -> SplitRegions:
     """Gather a split's regions with every filter off.
 
+    Every image is read, segmented and interpreted here (so a bad image raises here), but the
+    split keeps only the regions' features and descriptions: its items are a
+    :class:`iea.jmasa.LazyTweetInputs`, which decodes an image and cuts its crops again from
+    the interpreter's caches when an item is read. Memory does not grow with the images.
+
     Args:
-        run_image: ``path -> ImageResult`` of an interpreter whose thresholds keep every region
-            (:meth:`iea.vision.interpreter.ImageInterpreter.run`; its caches make a second
-            call cheap).
+        interpreter: an :class:`iea.vision.interpreter.ImageInterpreter` whose thresholds keep
+            every region (its ``run`` and ``prepare`` are used; its caches make a second call
+            cheap).
         align: ``items -> aligned regions per tweet`` (:func:`iea.jmasa.align_regions` with a
-            loaded aligner and its cache).
+            loaded aligner and its cache; it reads the items a chunk at a time).
 
     Raises:
-        ValueError: ``run_image`` dropped a region (its thresholds are not all off).
+        ValueError: the interpreter dropped a region (its thresholds are not all off).
         iea.data.images.ImageDecodeError: an image is missing or cannot be decoded (named).
     """
+    from iea.jmasa import LazyTweetInputs
+
     images_dir = Path(images_dir)
-    by_image: dict[str, tuple[Image.Image, tuple[RegionView, ...]]] = {}
+    described: dict[str, dict[int, str]] = {}
     regions_of: list[tuple[str, Any]] = []
-    items = []
     for tweet in tweets:
-        if tweet.image_id not in by_image:
-            res = run_image(images_dir / tweet.image_id)
-            if len(res.kept) != len(res.regions):
-                raise ValueError(
-                    f"{tweet.image_id}: the interpreter dropped {len(res.regions) - len(res.kept)}"
-                    " regions; gather every region with thresholds 0/0/0"
-                )
-            by_image[tweet.image_id] = (Image.fromarray(res.rgb), region_views(res, res.regions))
-            regions_of += [(tweet.image_id, r) for r in res.regions]
-        image, views = by_image[tweet.image_id]
-        items.append(TweetInput(tweet, image, views))
+        if tweet.image_id in described:
+            continue
+        res = interpreter.run(images_dir / tweet.image_id)
+        if len(res.kept) != len(res.regions):
+            raise ValueError(
+                f"{tweet.image_id}: the interpreter dropped {len(res.regions) - len(res.kept)}"
+                " regions; gather every region with thresholds 0/0/0"
+            )
+        described[tweet.image_id] = {r.id: res.interpretations[r.id].text for r in res.regions}
+        regions_of += [(tweet.image_id, r) for r in res.regions]
+    items = LazyTweetInputs(tweets, images_dir, interpreter, described)
     features = RegionFeatures.of([r for _, r in regions_of])
     owner = [(image_id, r.id) for image_id, r in regions_of]
     return SplitRegions(items, align(items), features, owner)
@@ -189,12 +226,16 @@ class TrialEvaluator:
     def tweet_keys(self, t: Thresholds) -> list[str]:
         """Per tweet, what its instruction depends on at ``t``: its id and the ids of its
         aligned regions that survive the filters."""
+        surviving = zip(self.split.tweets, self._surviving(t), strict=True)
+        return [f"{tw.id}:{ids}" for tw, ids in surviving]
+
+    def _surviving(self, t: Thresholds) -> list[list[int]]:
+        """Per tweet, the ids of its aligned regions that survive the filters at ``t``."""
         kept = self.split.kept(t)
-        keys = []
-        for item, regions in zip(self.split.items, self.split.aligned, strict=True):
-            ids = [r.region_id for r in regions if (item.tweet.image_id, r.region_id) in kept]
-            keys.append(f"{item.tweet.id}:{ids}")
-        return keys
+        return [
+            [r.region_id for r in regions if (tweet.image_id, r.region_id) in kept]
+            for tweet, regions in zip(self.split.tweets, self.split.aligned, strict=True)
+        ]
 
     def key(self, t: Thresholds) -> str:
         """The memo key at ``t``: a digest of the aligned regions that survive the filters."""
@@ -202,9 +243,11 @@ class TrialEvaluator:
 
     def __call__(self, t: Thresholds) -> TrialResult:
         t0 = time.perf_counter()
-        tweet_keys = self.tweet_keys(t)
+        surviving = self._surviving(t)
+        tweet_keys = [
+            f"{tw.id}:{ids}" for tw, ids in zip(self.split.tweets, surviving, strict=True)
+        ]
         key = hashlib.sha256("".join(f"{k};" for k in tweet_keys).encode()).hexdigest()
-        items, aligned = self.split.select(t)
         with self._lock:
             metrics = self._memo.get(key)
             hit = metrics is not None
@@ -215,23 +258,21 @@ class TrialEvaluator:
             todo = [] if hit else [i for i, k in enumerate(tweet_keys) if k not in self._rows]
         if metrics is None:
             if todo:  # only the tweets whose instruction no earlier trial built
-                examples, _ = jmasa_examples(
-                    [items[i] for i in todo], [aligned[i] for i in todo], ablation=self.ablation
-                )
-                rows = self.predict(examples, [items[i].tweet for i in todo])
+                items, aligned = self.split.select(t, todo)  # read a batch at a time
+                examples, _ = jmasa_examples(items, aligned, ablation=self.ablation, lazy=True)
+                rows = self.predict(examples, items.tweets)
                 with self._lock:
                     self._rows.update(
                         (tweet_keys[i], row) for i, row in zip(todo, rows, strict=True)
                     )
                     self.predicted += len(todo)
-            tweets = [item.tweet for item in items]
-            metrics = self.score([self._rows[k] for k in tweet_keys], tweets)
+            metrics = self.score([self._rows[k] for k in tweet_keys], self.split.tweets)
             with self._lock:
                 self._memo[key] = metrics
         return TrialResult(
             dict(metrics),
             self.split.kept_fraction(t),
-            sum(len(a) for a in aligned),
+            sum(len(ids) for ids in surviving),
             hit,
             time.perf_counter() - t0,
             len(todo),
@@ -245,13 +286,14 @@ def overlay(
     keeps on ``n_images`` images of the split (those with the most regions): one row per
     image, one column per trial; a kept region's box green (thick when the aligner put it next
     to a phrase), a dropped one red. Returns an RGB image."""
-    seen: dict[str, TweetInput] = {}
+    first: dict[str, int] = {}  # image id -> its first tweet
     aligned_of: dict[str, set[int]] = {}
-    for item, regions in zip(split.items, split.aligned, strict=True):
-        seen.setdefault(item.tweet.image_id, item)
-        aligned_of.setdefault(item.tweet.image_id, set()).update(r.region_id for r in regions)
-    chosen = sorted(seen.values(), key=lambda it: (-len(it.regions), it.tweet.image_id))
-    chosen = chosen[:n_images]
+    for i, (tweet, regions) in enumerate(zip(split.tweets, split.aligned, strict=True)):
+        first.setdefault(tweet.image_id, i)
+        aligned_of.setdefault(tweet.image_id, set()).update(r.region_id for r in regions)
+    n_regions = Counter(image_id for image_id, _ in split.owner)
+    ranked = sorted(first, key=lambda image_id: (-n_regions[image_id], image_id))
+    chosen = [split.items[first[image_id]] for image_id in ranked[:n_images]]  # read these only
     if not chosen or not trials:
         raise ValueError("overlay needs at least one image with regions and one trial")
     kept = [split.kept(t) for _, t in trials]

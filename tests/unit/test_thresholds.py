@@ -130,10 +130,107 @@ def test_gathering_refuses_an_interpreter_that_filters():
         regions = [object(), object()]
         kept = [object()]
 
+    class _Filtering:
+        def run(self, path):
+            return _Result()
+
     with pytest.raises(ValueError, match=r"0\.jpg: the interpreter dropped 1 regions"):
-        all_regions(
-            [Tweet("t", ("a",), "0.jpg")], "/nowhere", lambda path: _Result(), lambda items: []
-        )
+        all_regions([Tweet("t", ("a",), "0.jpg")], "/nowhere", _Filtering(), lambda items: [])
+
+
+class _Interpreter:
+    """A stand-in interpreter with every filter off: each image 32x32 with 3 square regions,
+    region r described as "region r"; counts the images it prepares (decodes) for items."""
+
+    def __init__(self) -> None:
+        self.prepared: list[str] = []
+
+    def _regions(self):
+        from iea.data.regions import Region
+
+        return [Region(r, (8 * r, 0, 8, 8), 64, 0.3 * r, 0.9, False, 50.0 * r) for r in range(3)]
+
+    def run(self, path):
+        from types import SimpleNamespace
+
+        regions = self._regions()
+        texts = {r.id: SimpleNamespace(text=f"region {r.id}") for r in regions}
+        return SimpleNamespace(regions=regions, kept=regions, interpretations=texts)
+
+    def prepare(self, path, whole=False):
+        self.prepared.append(Path(path).name)
+        rgb = np.full((32, 32, 3), int(Path(path).stem), dtype=np.uint8)
+        label_map = np.full((32, 32), -1, dtype=np.int32)
+        for r in range(3):
+            label_map[0:8, 8 * r : 8 * r + 8] = r
+        return {"rgb": rgb, "label_map": label_map, "regions": self._regions(), "reasons": [[]] * 3}
+
+
+def _images_reachable(root, stop) -> int:
+    """PIL images reachable from ``root`` through object references (not through ``stop``)."""
+    import gc
+    from types import FunctionType, ModuleType
+
+    seen, todo, n = {id(stop)}, [root], 0
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, type | ModuleType | FunctionType):
+            continue
+        seen.add(id(obj))
+        n += isinstance(obj, Image.Image)
+        todo.extend(gc.get_referents(obj))
+    return n
+
+
+def test_a_gathered_split_holds_no_image_and_a_trial_reads_only_the_tweets_it_asks_about():
+    from iea.jmasa import LazyTweetInputs
+
+    interp = _Interpreter()
+    tweets = [
+        Tweet(f"t{i}", ("a", "dog", "and", "a", "cat"), f"{i}.png", (Aspect(1, 2, "POS"),))
+        for i in range(40)
+    ]
+
+    def align(items):  # reads every item, as the aligner does; aligns region 1 to "dog"
+        return [
+            [AlignedRegion(1, 1, 2, v.description, v.bbox) for v in it.regions if v.region_id == 1]
+            for it in items
+        ]
+
+    split = all_regions(tweets, "/images", interp, align)
+    assert len(interp.prepared) == 40  # the aligner read each item once
+    # at most the lazy items' few most recent images with their 3 crops, not every tweet's
+    assert _images_reachable(split, interp) <= 4 * LazyTweetInputs.KEEP < 4 * 40
+    assert split.tweets == tweets and len(split.owner) == 3 * 40
+    before = len(interp.prepared)
+    assert split.coverage(Thresholds(0, 0, 0.0)) == 1.0
+    assert split.coverage(Thresholds(0, 0, 0.5)) == 0.0  # region 1 scores 0.3
+    assert split.kept_fraction(Thresholds(0, 0, 0.5)) == pytest.approx(1 / 3)
+    assert len(interp.prepared) == before  # none of these read an item
+
+    read: list[int] = []
+
+    def predict(examples, tweets):
+        rows = []
+        for i in range(len(examples)):
+            ex = examples[i]
+            read.append(len(ex.images))
+            rows.append({"id": ex.key, "regions": len(ex.images) - 1})
+        return rows
+
+    def score(rows, tweets):
+        return {"regions": float(sum(r["regions"] for r in rows))}
+
+    trial = TrialEvaluator(split, predict, score)
+    assert trial(Thresholds(0, 0, 0.0)).metrics == {"regions": 40.0}
+    assert read == [2] * 40  # the whole image and region 1's crop, per tweet
+    assert trial(Thresholds(0, 0, 0.5)).metrics == {"regions": 0.0}
+    assert len(read) == 80
+    assert trial(Thresholds(0, 0, 0.1)).cache_hit and len(read) == 80
+    items, aligned = split.select(Thresholds(0, 0, 0.5), [3, 7])
+    assert items.tweets == [tweets[3], tweets[7]] and aligned == [[], []]
+    assert [v.region_id for v in items[1].regions] == [2]
+    assert np.asarray(items[1].image)[0, 0, 0] == 7
 
 
 def test_a_search_that_could_not_act_is_refused_with_every_reason():
