@@ -368,9 +368,12 @@ def predict(
     *,
     max_new_tokens: int = 48,
     batch_size: int = 8,
+    cache: Any | None = None,
 ) -> list[dict[str, Any]]:
     """Generate and parse: one ``{"id", "output", "aspects", "parsed", "unmatched"}`` per
-    tweet (aspects as ``{"from", "to", "polarity"}`` word spans, the ``iea eval`` format)."""
+    tweet (aspects as ``{"from", "to", "polarity"}`` word spans, the ``iea eval`` format).
+    ``cache``: a :class:`iea.models.finetune.PromptCache` shared by calls that score the same
+    tweets again (a dev set every epoch)."""
     texts = generate(
         model,
         processor,
@@ -378,6 +381,7 @@ def predict(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         progress="predict",
+        cache=cache,
     )
     rows = []
     for tweet, text in zip(tweets, texts, strict=True):

@@ -36,7 +36,7 @@ from iea.align.aligner import (
 from iea.align.records import FgcaRecord
 from iea.data.images import load_rgb
 from iea.data.regions import region_crop
-from iea.models.finetune import Example, generate
+from iea.models.finetune import Example, PromptCache, generate
 from iea.nmi import ImagePart
 from iea.vision.segment import Region
 
@@ -185,9 +185,11 @@ def evaluate_aligner(
     seed: int = 0,
     max_new_tokens: int = 24,
     batch_size: int = 8,
+    cache: PromptCache | None = None,
 ) -> dict[str, Any]:
     """Score the aligner on FGCA ``records`` (positives) and on their seeded negatives
-    (:func:`negative_pairs` with ``negatives`` and ``seed``, texts of the same records).
+    (:func:`negative_pairs` with ``negatives`` and ``seed``, texts of the same records);
+    ``cache`` keeps the prompts' encodings for the next call (:func:`dev_evaluator`).
 
     Returns:
         :func:`alignment_scores` plus ``"valid"`` (share of positives' answers that decode)
@@ -209,7 +211,12 @@ def evaluate_aligner(
         for ex, r, _, _ in rows
     ]
     answers = generate(
-        model, processor, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
+        model,
+        processor,
+        examples,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        cache=cache,
     )
     decoded = [decode_answer(a, toks) for a, (_, _, toks, _) in zip(answers, rows, strict=True)]
     gold = [g for *_, g in rows]
@@ -247,6 +254,7 @@ def dev_evaluator(
     dev = list(splits.get("val") or [])
     if not dev:
         return None
+    prompts = PromptCache()  # the same prompts every epoch: encoded once
 
     def evaluate(model: Any) -> dict[str, float]:
         r = evaluate_aligner(
@@ -258,6 +266,7 @@ def dev_evaluator(
             seed=seed,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
+            cache=prompts,
         )
         return {k: float(r[k]) for k in DEV_METRICS}
 

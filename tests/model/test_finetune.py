@@ -314,3 +314,46 @@ def test_fast_path_trains_like_the_naive_one(tmp_path, model_cache):
     assert l_fast == pytest.approx(l_naive, rel=1e-3)
     for k in w_naive:
         torch.testing.assert_close(w_fast[k], w_naive[k], rtol=1e-3, atol=1e-4)
+
+
+def test_a_prompt_cache_encodes_each_prompt_once_and_answers_the_same(model_cache):
+    from iea.models.finetune import PromptCache
+
+    cfg = FinetuneConfig(lora_dropout=0.0)
+    model, processor = _model(model_cache, cfg)
+    plain = generate(model, processor, _examples(4), max_new_tokens=6)
+    cache = PromptCache()
+    first = generate(model, processor, _examples(4), max_new_tokens=6, cache=cache)
+    assert (cache.misses, cache.hits) == (4, 0) and cache.bytes > 0
+    again = generate(model, processor, _examples(4), max_new_tokens=6, cache=cache)  # new objects
+    assert (cache.misses, cache.hits) == (4, 4)
+    assert first == again == plain
+    other = _examples(1)[0]
+    repainted = Example(other.key, other.content, (other.images[1], other.images[0]))
+    generate(model, processor, [repainted], max_new_tokens=6, cache=cache)
+    assert (cache.misses, cache.hits) == (5, 4)  # other pixels: another prompt
+    full = PromptCache(max_bytes=0)  # holds nothing: every call encodes
+    generate(model, processor, _examples(2), max_new_tokens=6, cache=full)
+    generate(model, processor, _examples(2), max_new_tokens=6, cache=full)
+    assert (full.misses, full.hits, full.bytes) == (4, 0, 0)
+
+
+def test_a_buffering_logger_is_flushed_after_every_checkpoint(tmp_path, model_cache):
+    class Buffering:
+        def __init__(self) -> None:
+            self.waiting: list[int] = []
+            self.written: list[list[int]] = []
+
+        def __call__(self, metrics, step):
+            self.waiting.append(step)
+
+        def flush(self):
+            self.written.append(self.waiting)
+            self.waiting = []
+
+    cfg = FinetuneConfig(epochs=2, batch_size=1, lora_dropout=0.0, checkpoint_every=3)
+    model, proc = _model(model_cache, cfg)
+    log = Buffering()
+    train(model, proc, _examples(4), cfg, out_dir=tmp_path, log=log)
+    # checkpoints at steps 3, 4 (epoch end), 6, 8 (epoch end): all written, none waiting
+    assert log.written == [[1, 2, 3], [4], [5, 6], [7, 8]] and log.waiting == []
