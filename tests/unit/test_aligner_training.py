@@ -97,7 +97,7 @@ class Oracle:
 def fake_generate(monkeypatch):
     seen = []
 
-    def generate(model, processor, examples, *, max_new_tokens, batch_size):
+    def generate(model, processor, examples, *, max_new_tokens, batch_size, cache=None):
         seen.extend(examples)
         return [model.answer(e) for e in examples]
 
