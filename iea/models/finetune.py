@@ -7,14 +7,13 @@ through the model's processor (which expands every image into its visual tokens)
 target tokens and ``<|im_end|>`` are appended. The loss is the mean NLL over the target tokens
 only (prompt and padding are ``-100``), exactly the condition generation starts from.
 
-What a step costs grows with its tokens, not with the dataset: encoded examples past a fixed
-memory budget wait on disk (``out_dir/encoded``, :class:`EncodedStore`) and a step loads its
-own; a frozen vision tower runs once per example, not per step (``cache_vision``); a step's
-examples go through the model in passes of similar lengths (``split_by_length``); only target
-positions reach the LM head and the fp32 loss (``target_logits``). Each of these gives the
-same gradient as the plain path (``tests/model/test_finetune.py``); ``group_by_length`` (off
-by default) changes the batches. A dev set scored every epoch is encoded once
-(:class:`PromptCache`).
+What a step costs grows with its tokens, not with the dataset: encoded examples wait on disk
+(``out_dir/encoded``, :class:`EncodedStore`) and a step loads its own; a frozen vision tower
+runs once per example, not per step (``cache_vision``); a step's examples go through the model
+in passes of similar lengths (``split_by_length``); only target positions reach the LM head
+and the fp32 loss (``target_logits``). Each of these gives the same gradient as the plain path
+(``tests/model/test_finetune.py``); ``group_by_length`` (off by default) changes the batches.
+A dev set scored every epoch is encoded once (:class:`PromptCache`).
 
 Why our own loop and not ``transformers.Trainer``: resumption must give the same weights as an
 uninterrupted run, and that needs the data order to be a pure function of (seed, epoch), the RNG
@@ -539,13 +538,18 @@ def data_fingerprint(encoded: Sequence[Any]) -> str:
 
 class EncodedStore:
     """The encoded training examples: the first ones in memory while their tensors fit in
-    ``max_bytes`` (default 64 MiB: the demo's sets fit), the rest on disk, one ``.pt`` file
-    each under ``root``; of every example, its key, length (tokens) and target-token count in
-    memory. The training loop loads a step's examples when it runs them, so memory does not
-    grow with the dataset past ``max_bytes`` (a small set is never read back from disk: on
-    the demo that read was about 7% of the aligner's training time)."""
+    ``max_bytes``, the rest on disk, one ``.pt`` file each under ``root``; of every example,
+    its key, length (tokens) and target-token count in memory. The training loop loads a
+    step's examples when it runs them, so memory does not grow with the dataset.
 
-    def __init__(self, root: Path, max_bytes: int = 64 * 2**20):
+    The default holds none: held examples cost far more than their tensors' bytes. With 64 MiB
+    (which the 800 examples of ``benchmarks/scale.py --scales 4`` fit, 53 KB of tensors each)
+    the peak RSS rose from 925 MiB at 1x to 1,341 MiB at 4x, against 899 and 892 MiB with
+    every example on disk (session 16; likely the allocator: each held example pins memory
+    among the encoding's large temporaries). Reading from disk was about 7% of the demo
+    aligner's training loop."""
+
+    def __init__(self, root: Path, max_bytes: int = 0):
         self.root = Path(root)
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
