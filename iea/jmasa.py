@@ -28,7 +28,7 @@ from iea.align.aligner import AlignedSpan, decode_answer, example_for_region
 from iea.data.records import Tweet
 from iea.keys import stage_code
 from iea.metrics import parse_prediction, score
-from iea.models.finetune import Example, generate
+from iea.models.finetune import Example, generate, pixels_digest
 from iea.nmi import AlignedRegion, ImagePart, Instruction, build_instruction
 from iea.progress import report
 
@@ -208,14 +208,6 @@ def to_example(parts: Sequence[Any], key: str, target: str, images: dict) -> Exa
     return Example(key, tuple(content), tuple(ims), target)
 
 
-def _pixels_digest(*images: Image.Image) -> str:
-    h = hashlib.sha256()
-    for im in images:
-        h.update(f"{im.mode}{im.size}".encode())
-        h.update(im.tobytes())
-    return h.hexdigest()
-
-
 def align_regions(
     model: Any,
     processor: Any,
@@ -267,11 +259,11 @@ def _align_part(
     cached = store is not None and aligner_key is not None
     code = stage_code("align_answers") if cached else ""  # how questions are asked and read
     for t, item in enumerate(items):
-        whole = _pixels_digest(item.image) if cached else ""
+        whole = pixels_digest(item.image) if cached else ""
         for region in item.regions:
             key = None
             if cached:
-                h = hashlib.sha256(f"{code}|{whole}|{_pixels_digest(region.crop)}|".encode())
+                h = hashlib.sha256(f"{code}|{whole}|{pixels_digest(region.crop)}|".encode())
                 h.update(json.dumps([region.description, list(item.tweet.tokens)]).encode())
                 key = f"cache/align/{aligner_key}/{h.hexdigest()}.json"
                 if store.exists(key):

@@ -889,7 +889,7 @@ class PromptCache:
     @staticmethod
     def key(ex: Example) -> str:
         h = hashlib.sha256(json.dumps(list(ex.content), sort_keys=True).encode())
-        h.update(_pixels_key(ex.images).encode())
+        h.update(pixels_digest(*ex.images).encode())
         return h.hexdigest()
 
     def encode(self, processor: Any, ex: Example) -> Encoded:
@@ -908,10 +908,11 @@ class PromptCache:
         return e
 
 
-def _pixels_key(images: Sequence[Image.Image]) -> str:
+def pixels_digest(*images: Image.Image) -> str:
+    """sha256 (hex) of the images' modes, sizes and pixels, in order."""
     h = hashlib.sha256()
     for im in images:
-        h.update(f"{im.mode}{im.size};".encode())
+        h.update(f"{im.mode}{im.size}".encode())
         h.update(im.tobytes())
     return h.hexdigest()
 
