@@ -63,6 +63,7 @@ def finetune_config(stage: ModelStageSettings, seed: int) -> FinetuneConfig:
         weight_decay=t.weight_decay,
         checkpoint_every=t.checkpoint_every,
         eval_every=t.eval_every,
+        patience=t.patience,
         seed=seed,
     )
 
@@ -268,6 +269,7 @@ def _finish(
     result = {
         "steps": res.steps,
         "best_epoch": res.best_epoch,
+        "stopped_early": res.stopped_early,  # train.patience: epochs without a better dev metric
         "history": res.history,
         "train_seconds": res.seconds,
         "train_examples": n_examples,

@@ -313,6 +313,10 @@ class TrainSettings(_Section):
     """Optimizer steps between checkpoints (0: at epoch ends only)."""
     eval_every: int = Field(1, ge=1)
     """Epochs between dev evaluations (and best-epoch candidates); the last is always one."""
+    patience: int = Field(0, ge=0)
+    """Stop after this many dev evaluations in a row without a better dev metric (0: run every
+    epoch). The learning-rate schedule still spans ``epochs``: the epochs that run are the full
+    run's, and so is the kept model unless a later epoch would have beaten it."""
     eval_batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(48, ge=1)
     """Longest generated answer when evaluating and predicting (tokens)."""

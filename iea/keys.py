@@ -156,11 +156,13 @@ def segment_fields(settings: Settings) -> dict[str, Any]:
 
 def train_fields(stage: str, settings: Settings) -> dict[str, Any]:
     """A model stage's training recipe: base model identity, LoRA, training settings (less
-    ``eval_every`` at 1, which keys made before it existed lack), seed, dtype."""
+    ``eval_every`` at 1 and ``patience`` at 0, which keys made before they existed lack), seed,
+    dtype."""
     s = getattr(settings, stage)
     train = s.train.model_dump(mode="json")
-    if train.get("eval_every") == 1:
-        del train["eval_every"]
+    for name, before in (("eval_every", 1), ("patience", 0)):
+        if train.get(name) == before:
+            del train[name]
     return {
         "model": model_identity(s.model, settings.runtime.seed),
         "lora": s.lora.model_dump(mode="json"),

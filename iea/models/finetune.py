@@ -110,6 +110,11 @@ class FinetuneConfig:
     eval_every: int = 1
     """Epochs between dev evaluations (``evaluate``); the last epoch is always evaluated, so
     best-epoch selection chooses among epochs ``eval_every``, ``2 * eval_every``, ..., the last."""
+    patience: int = 0
+    """Stop after this many dev evaluations in a row without a better ``select`` metric (0:
+    train every epoch). The learning-rate schedule still spans ``epochs``, so every epoch that
+    runs is the same as in the full run, and the kept weights are the full run's unless a
+    later epoch would have beaten them. Needs ``evaluate`` and ``select``."""
     keep_checkpoints: int = 2
     seed: int = 0
     group_by_length: bool = False
@@ -145,6 +150,12 @@ class FinetuneConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.mode not in ("lora", "full"):
             raise ValueError(f"mode must be 'lora' or 'full', got {self.mode!r}")
+        if (
+            isinstance(self.patience, bool)
+            or not isinstance(self.patience, int)
+            or self.patience < 0
+        ):
+            raise ValueError(f"patience must be an int >= 0, got {self.patience!r}")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ValueError("checkpoint_every must be >= 0 and keep_checkpoints >= 1")
         if self.max_tokens is not None and (
@@ -177,6 +188,8 @@ class TrainResult:
     train_examples_seen: int
     rejected: int = 0
     """Examples left out for being over ``max_tokens`` (listed in ``out_dir/rejects.jsonl``)."""
+    stopped_early: bool = False
+    """Training stopped before ``epochs`` (``patience`` evaluations without a better metric)."""
 
 
 def _chat(processor: Any, content: Sequence[dict[str, Any]]) -> str:
@@ -770,10 +783,12 @@ def train(
             torch.cuda.set_rng_state_all(optim["cuda_rng"])
         state = saved
         resumed_from = state["step"]
+    if cfg.patience and (evaluate is None or select is None):
+        raise ValueError("patience needs evaluate and select (the metric it waits on)")
     model.train()
     step = state["step"]
     lengths = encoded.lengths
-    while step < total:
+    while step < total and not state.get("stopped_early"):
         epoch, within = divmod(step, steps_per_epoch)
         steps = epoch_steps(lengths, per_step, cfg.seed, epoch, group=cfg.group_by_length)
         for s in range(within, steps_per_epoch):
@@ -845,12 +860,17 @@ def train(
                                 out_dir / "best.pt.tmp",
                             )
                             os.replace(out_dir / "best.pt.tmp", out_dir / "best.pt")
+                        since = epoch + 1 - state["best_epoch"]
+                        stop = cfg.patience and since >= cfg.patience * cfg.eval_every
+                        state["stopped_early"] = bool(stop and epoch + 1 < cfg.epochs)
                 state["history"].append(row)
             if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
                 _save_checkpoint(ckpt_root, step, model, opt, sched, state, cfg.keep_checkpoints)
                 flush = getattr(log, "flush", None)
                 if flush is not None:
                     flush()
+            if state.get("stopped_early"):
+                break
     if select is not None and (out_dir / "best.pt").is_file():
         named = _trainable(model)
         with torch.no_grad():
@@ -868,6 +888,7 @@ def train(
         seconds=time.perf_counter() - t0,
         train_tokens=state["tokens"],
         train_examples_seen=state["examples_seen"],
+        stopped_early=bool(state.get("stopped_early")),
         rejected=rejected,
     )
 

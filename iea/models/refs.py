@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import json
 import os
 import re
 import shutil
@@ -306,6 +307,7 @@ def ensure_tiny(
                     builder(tmp, seed, log=progress)  # a trained recipe reports its steps
                 else:
                     builder(tmp, seed)
+                (tmp / BUILD_FILE).write_text(json.dumps(build_machine(), indent=2) + "\n")
             BUILD_COUNTS[name] += 1
             try:
                 os.rename(tmp, final)
@@ -315,6 +317,37 @@ def ensure_tiny(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+BUILD_FILE = "built_on.json"
+"""Written next to each built tiny model: the machine that built it (:func:`build_machine`)."""
+
+
+def build_machine() -> dict[str, Any]:
+    """What decides a trained recipe's weights besides its source and seed: the CPU (its model
+    name and vector extensions: float sums split another way give other weights), torch's
+    version and the build's thread count. A number measured with a tiny model traces back to
+    its weights through this record."""
+    import platform
+
+    cpu, flags = platform.processor() or platform.machine(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = sorted(f for f in value.split() if f.startswith(("avx", "fma", "amx")))
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_vector_flags": flags,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 RECIPE_THREADS = 2

@@ -244,6 +244,70 @@ def test_eval_every_evaluates_those_epochs_and_the_last_and_selects_among_them(
     assert result.best_epoch == 4 and result.best_metric == 0.5
 
 
+def test_patience_stops_after_evaluations_without_a_better_metric_and_keeps_the_best(
+    tmp_path, model_cache
+):
+    """Patience 2 stops two epochs after the best (epoch 2 of 8), keeps epoch 2's weights, and
+    the epochs that ran are the full run's (the LR schedule still spans 8 epochs): the same
+    weights at epoch 2 and the same losses as a run without patience."""
+    scores = [0.3, 0.8, 0.5, 0.7, 0.9, 0.9, 0.9, 0.9]
+
+    def run(patience: int, out):
+        cfg = FinetuneConfig(
+            epochs=8, learning_rate=1e-3, batch_size=4, lora_dropout=0.0, patience=patience
+        )
+        model, proc = _model(model_cache, cfg)
+        seen, kept, losses = [], {}, []
+
+        def evaluate(m) -> dict[str, float]:
+            seen.append(len(seen) + 1)
+            kept[len(seen)] = _weights(m)
+            return {"acc": scores[len(seen) - 1]}
+
+        model, result = train(
+            model,
+            proc,
+            _examples(),
+            cfg,
+            out_dir=out,
+            evaluate=evaluate,
+            select="acc",
+            log=lambda m, s: losses.append(m.get("train.loss")),
+        )
+        return model, result, seen, kept, losses
+
+    model, result, seen, kept, losses = run(2, tmp_path / "p")
+    assert seen == [1, 2, 3, 4] and result.stopped_early and result.steps == 4
+    assert result.best_epoch == 2 and result.best_metric == 0.8
+    assert all(torch.equal(w, kept[2][n]) for n, w in _weights(model).items())
+    _, full, seen_full, kept_full, losses_full = run(0, tmp_path / "f")
+    assert seen_full == list(range(1, 9)) and not full.stopped_early and full.best_epoch == 5
+    assert losses == losses_full[: len(losses)]
+    assert all(torch.equal(w, kept_full[2][n]) for n, w in kept[2].items())
+    # a resumed run that had stopped does not train on
+    again = FinetuneConfig(epochs=8, learning_rate=1e-3, batch_size=4, lora_dropout=0.0, patience=2)
+    m2, p2 = _model(model_cache, again)
+    _, res2 = train(
+        m2,
+        p2,
+        _examples(),
+        again,
+        out_dir=tmp_path / "p",
+        evaluate=lambda m: {"acc": 1.0},
+        select="acc",
+    )
+    assert res2.resumed_from == 4 and res2.steps == 4 and res2.stopped_early
+
+
+def test_patience_needs_a_metric_to_wait_on(tmp_path, model_cache):
+    cfg = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=4, patience=1)
+    model, proc = _model(model_cache, cfg)
+    with pytest.raises(ValueError, match="patience needs evaluate and select"):
+        train(model, proc, _examples(), cfg, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="patience"):
+        FinetuneConfig(patience=-1)
+
+
 def test_eval_every_must_be_positive():
     with pytest.raises(ValueError, match="eval_every"):
         FinetuneConfig(eval_every=0)

@@ -261,7 +261,12 @@ def test_prepare_tiny_builds_a_free_model_once_and_names_it(tmp_path, monkeypatc
     ]
     assert refs.prepare_tiny(["tiny-qwen3"], cache=tmp_path) == []
     assert calls == [0]
-    assert (refs.tiny_path("tiny-qwen3", cache=tmp_path) / "config.json").is_file()
+    path = refs.tiny_path("tiny-qwen3", cache=tmp_path)
+    assert (path / "config.json").is_file()
+    # the machine that built it, which decides a trained recipe's weights with its source
+    machine = json.loads((path / refs.BUILD_FILE).read_text())
+    assert machine["cpu"] and machine["threads"] == refs.RECIPE_THREADS, machine
+    assert machine["torch"] == torch.__version__ and isinstance(machine["cpu_vector_flags"], list)
 
 
 def test_builds_of_different_models_wait_for_a_free_build_slot(tmp_path, monkeypatch):
