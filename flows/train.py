@@ -469,6 +469,7 @@ def aligner_training(
                 "test/false_alignment_rate": result["test_false_alignment_rate"],
                 "test/valid": result["test_valid"],
                 "train/seconds": result["train_seconds"],
+                "train/stopped_early": float(result.get("stopped_early", False)),
             }
         )
         registered = None
@@ -732,6 +733,7 @@ def jmasa_finetune(
                 "train/seconds": result["train_seconds"],
                 "train/samples_per_s": result["train_samples_per_s"],
                 "train/rejected": result.get("train_rejected", 0),
+                "train/stopped_early": float(result.get("stopped_early", False)),
             }
         )
         mlflow.log_artifact(result["predictions"], "predictions")

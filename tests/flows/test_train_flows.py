@@ -153,6 +153,7 @@ def test_demo_jmasa_learns_and_both_models_are_registered(trained, workdir):
     assert run.inputs.dataset_inputs[0].dataset.digest == trained["dataset_version"]
     history = client.get_metric_history(trained["run_id"], "dev/jmasa_f1")
     assert len(history) == EPOCHS  # one per epoch: best-on-dev selection saw every epoch
+    assert run.data.metrics["train/stopped_early"] == 0.0  # no train.patience in the demo
     dev_f1 = [h.value for h in sorted(history, key=lambda h: h.step)]
     _check_best_on_dev(dev_f1, trained["best_epoch"], trained["dev"]["jmasa_f1"])
     assert run.data.metrics["selected/dev_jmasa_f1"] == pytest.approx(max(dev_f1))

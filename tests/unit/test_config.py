@@ -142,6 +142,8 @@ def test_model_key_holds_eval_every_only_when_it_changes_the_selection():
     base = key()
     assert key("jmasa.train.eval_every=1") == base  # the behaviour before the setting existed
     assert key("jmasa.train.eval_every=2") != base
+    assert key("jmasa.train.patience=0") == base  # the keys made before patience existed
+    assert key("jmasa.train.patience=2") != base
     assert key("jmasa.train.epochs=31") != base
 
 
@@ -202,3 +204,20 @@ def test_the_fast_mask_generator_refuses_small_region_removal():
     with pytest.raises(ValueError, match="min_mask_region_area"):
         SegmentSettings(generator="fast", min_mask_region_area=10)
     assert SegmentSettings(generator="fast").generator == "fast"
+
+
+def test_stage_training_settings_reach_the_engine():
+    """``<stage>.train.*`` in the config become the engine's settings, patience included, and
+    a patience that is not a count is refused with its key."""
+    from flows.train import finetune_config
+
+    s = load_settings(
+        REPO / "configs/demo.yaml",
+        ["aligner.train.patience=3", "aligner.train.eval_every=2", "jmasa.train.seed=4"],
+        env={},
+    )
+    a, j = finetune_config(s.aligner, s.runtime.seed), finetune_config(s.jmasa, s.runtime.seed)
+    assert (a.patience, a.eval_every, a.epochs, a.seed) == (3, 2, s.aligner.train.epochs, 0)
+    assert (j.patience, j.seed, j.epochs) == (0, 4, 30)
+    with pytest.raises(Exception, match="patience"):
+        load_settings(REPO / "configs/demo.yaml", ["jmasa.train.patience=-1"], env={})
