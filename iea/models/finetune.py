@@ -142,20 +142,15 @@ class FinetuneConfig:
     a step's memory whatever the data holds. None: no cap."""
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "eval_every"):
+        counts = ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "eval_every")
+        for name, least in (*((n, 1) for n in counts), ("patience", 0)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ValueError(f"{name} must be an int >= {least}, got {v!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
         if self.mode not in ("lora", "full"):
             raise ValueError(f"mode must be 'lora' or 'full', got {self.mode!r}")
-        if (
-            isinstance(self.patience, bool)
-            or not isinstance(self.patience, int)
-            or self.patience < 0
-        ):
-            raise ValueError(f"patience must be an int >= 0, got {self.patience!r}")
         if self.checkpoint_every < 0 or self.keep_checkpoints < 1:
             raise ValueError("checkpoint_every must be >= 0 and keep_checkpoints >= 1")
         if self.max_tokens is not None and (
