@@ -231,17 +231,21 @@ def test_a_process_worker_runs_the_data_validation_deployment_to_completion(
     assert json.loads(done.read_text())["success"] is True
 
 
-GPU_CHECK = "import json; from flows.gpu import gpu_check; print(json.dumps(gpu_check(3.0)))"
+GPU_CHECK = (
+    "import json; from flows.gpu import gpu_check; s = gpu_check(3.0, return_state=True); "
+    "print(json.dumps({**s.result(), 'flow_run_id': str(s.state_details.flow_run_id)}))"
+)
+"""One ``gpu_check`` flow run holding the ``gpu`` slot for 3 s; prints its held interval and its
+flow run's id, so the test reads back this run's task and no other ``hold_gpu``."""
 
 
 def test_two_gpu_stage_runs_never_hold_the_slot_at_once(server, deployed):
     """Two flow runs released together, each holding a ``gpu`` slot for 3 s under a limit of
     1: the intervals in which they held it (from each run's own clock and from its task run's
-    state times) do not overlap, so one waited for the other. Only this test's task runs count:
-    the module's server also holds the lease test's, which may complete while this one runs."""
-    from datetime import UTC, datetime
-
-    began = datetime.now(UTC)
+    state times) do not overlap, so one waited for the other. Only this test's two flow runs are
+    read back: the module's server also holds the lease test's ``hold_gpu`` runs, which may
+    start and complete while this one runs (CI once counted one of them in place of one of
+    ours, whose final state had not yet reached the server)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", GPU_CHECK],
@@ -261,20 +265,27 @@ def test_two_gpu_stage_runs_never_hold_the_slot_at_once(server, deployed):
     (a, b) = sorted(held, key=lambda h: h["start"])
     assert b["start"] >= a["end"] - 0.05, held  # no overlap (50 ms of clock slack)
 
+    ids = [h["flow_run_id"] for h in held]
+
     async def task_runs(client):
-        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
         runs = await client.read_task_runs(
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="hold_gpu"))
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))
         )
         return sorted(
             (r.start_time, r.end_time)
             for r in runs
-            if r.state.is_completed() and r.start_time is not None and r.start_time >= began
+            if r.name.startswith("hold_gpu") and r.state is not None and r.state.is_completed()
         )
 
-    spans = _client_call(server, task_runs)
-    assert len(spans) == 2
+    # A task run's final state reaches the server through events, a moment after its flow
+    # returns: read until both of this test's runs have theirs (the lease test's runs, on the
+    # same server, are other flow runs and never count).
+    deadline = time.monotonic() + 30
+    while len(spans := _client_call(server, task_runs)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(spans) == 2, spans
     assert (spans[1][1] - spans[0][0]).total_seconds() >= 6.0  # served one after the other
 
 
