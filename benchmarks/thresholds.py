@@ -59,7 +59,7 @@ def main() -> None:
 
     from flows.preprocess import prepare_source, twitter_preprocessing
     from flows.study import open_storage, run_worker
-    from flows.thresholds import THRESHOLDS, _gather, _sampler, check_search, suggest
+    from flows.thresholds import THRESHOLDS, _sampler, check_search, gather_regions, suggest
     from flows.train import jmasa_finetune
     from iea.config import load_settings
     from iea.data.records import Tweet
@@ -104,7 +104,7 @@ def main() -> None:
     _, images_dir = prepare_source(settings)
     images_dir = Path(images_dir)
     _progress(f"gathering {len(dev_tweets)} dev tweets' regions (cached stages) ...")
-    split = _gather(settings, {"dev": dev_tweets}, images_dir, model["aligner"])["dev"]
+    split = gather_regions(settings, {"dev": dev_tweets}, images_dir, model["aligner"])["dev"]
     jt = settings.jmasa.train
     jmasa, processor = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
 

@@ -45,11 +45,47 @@ def threshold_settings(settings) -> dict[str, list[str]]:
 
 def train_row(config: str | list[str], overrides: list[str], row: str) -> dict:
     """One training of the experiment (the ``jmasa_finetune`` flow, not registered): its test
-    metrics, coverage and model key. Top-level so a worker process can run it."""
+    metrics, coverage, model key, model folder and aligner (``model_dir``, ``key``). Top-level
+    so a worker process can run it."""
     from flows.train import jmasa_finetune
 
     res = jmasa_finetune(config, overrides, ablation=row, register=False)
-    return {k: res[k] for k in ("test", "coverage", "key")}
+    return {k: res[k] for k in ("test", "coverage", "key", "model_dir", "aligner")}
+
+
+FIXED = "@eval"
+"""Suffix of a threshold setting applied to the config-trained ``full`` model at test time
+only (``keep_all@eval``), against one the model was also trained with (``keep_all``)."""
+
+
+def fixed_model_scores(
+    config: str | list[str], overrides: list[str], model: dict, names: list[str]
+) -> dict[str, dict[str, float]]:
+    """The trained ``full`` model ``model`` (:func:`train_row`'s result) scored on test at each
+    named filter setting of :func:`threshold_settings`, without retraining: every test region
+    interpreted and aligned with the filters off (cached stages,
+    :func:`flows.thresholds.gather_regions`), then each setting's surviving regions, their NMI
+    instructions and the model's answers (:class:`iea.thresholds.TrialEvaluator`), as a
+    threshold search scores a trial. ``config`` rebuilds the training's own test instructions,
+    so its scores are the training's test scores.
+
+    Returns:
+        ``{name: test metrics}`` for each of ``names``.
+    """
+    from flows.preprocess import twitter_preprocessing
+    from flows.thresholds import THRESHOLDS, model_evaluator, split_tweets
+    from iea.vision.filters import Thresholds
+
+    settings = load_settings(config, overrides)
+    data = twitter_preprocessing(config, overrides)
+    tweets = split_tweets(settings, data["store_prefix"], "test")
+    evaluate = model_evaluator(settings, model, tweets, "full")
+    out = {}
+    for name in names:
+        named = load_settings(config, [*overrides, *threshold_settings(settings)[name]])
+        th = Thresholds(**{n: getattr(named.filters, n) for n in THRESHOLDS})
+        out[name] = dict(evaluate(th).metrics)
+    return out
 
 
 @contextmanager
@@ -73,6 +109,40 @@ def _worker_env(threads: int):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _fixed_model_runs(
+    config: str | list[str], overrides: list[str], settings, full_models: dict[int, dict], logger
+) -> list[Run]:
+    """Per seed, the config-trained ``full`` model at the other named filter settings, at test
+    time only (:func:`fixed_model_scores`), as runs named ``<setting>@eval``. Its score at the
+    config's own thresholds must be the training's test score: a difference is logged."""
+    names = list(threshold_settings(settings))
+    out = []
+    for seed, res in sorted(full_models.items()):
+        scores = fixed_model_scores(config, [*overrides, f"jmasa.train.seed={seed}"], res, names)
+        again, trained = scores["config"]["jmasa_f1"], float(res["test"]["jmasa_f1"])
+        if abs(again - trained) > 1e-9:
+            logger.warning(
+                "seed %d: the full model rescored at the config's thresholds gives test JMASA"
+                " F1 %.4f, its training %.4f (the instructions or the answers differ)",
+                seed,
+                again,
+                trained,
+            )
+        for name in names:
+            if name != "config":
+                m = {k: float(v) for k, v in scores[name].items()}
+                out.append(Run("full", seed, m, 1.0, name + FIXED, {"key": res["key"]}))
+                logger.info(
+                    "full seed %d, trained at the config's thresholds, tested at %s: test JMASA"
+                    " F1 %.3f (config %.3f)",
+                    seed,
+                    name,
+                    m["jmasa_f1"],
+                    again,
+                )
+    return out
 
 
 @flow(name="ablation_experiment", log_prints=True)
@@ -125,6 +195,7 @@ def ablation_experiment(
                 if name != "config":
                     jobs.append(("full", seed, 1.0, name, extra))
     runs: list[Run | None] = [None] * len(jobs)
+    full_models: dict[int, dict] = {}
 
     def args(job):
         row, seed, _, _, extra = job
@@ -135,6 +206,8 @@ def ablation_experiment(
         metrics = {m: float(v) for m, v in res["test"].items()}
         metrics["coverage_test"] = float(res["coverage"]["test"])
         runs[k] = Run(row, seed, metrics, fraction, th, {"key": res["key"]})
+        if (row, fraction, th) == ("full", 1.0, "config"):
+            full_models[seed] = res
         logger.info(
             "[%d/%d] %s seed %d, %.0f%% of train, thresholds %s: test JMASA F1 %.3f",
             sum(r is not None for r in runs),
@@ -159,6 +232,8 @@ def ablation_experiment(
             for fut in as_completed(futures):
                 done(futures[fut], fut.result())
     runs = [r for r in runs if r is not None]
+    if thresholds:
+        runs += _fixed_model_runs(config, overrides, settings, full_models, logger)
     summary = summarise(runs, ("jmasa_f1", "mate_f1", "masc_acc", "coverage_test"))
     claims = check_claims(summary)
     text = markdown_table(summary, ("jmasa_f1", "mate_f1", "masc_acc", "coverage_test"))

@@ -464,41 +464,27 @@ def smoke_check(settings: Settings, name: str = NAME) -> Callable[[int], list[st
 def rescore_check(settings: Settings, name: str = NAME) -> Callable[[int, str], dict]:
     """Score a registered version on the dev split stored at a dataset prefix, with its own
     pipeline (its aligner, interpreter, segmentation and filter settings) on the cached stages
-    (:func:`flows.thresholds._gather`): the metrics :func:`version_metrics` names, for
+    (:func:`flows.thresholds.gather_regions`): the metrics :func:`version_metrics` names, for
     comparing a champion with a challenger trained on newer data."""
 
     def run(version: int, dataset_prefix: str) -> dict[str, float]:
         import logging
 
-        from flows.preprocess import prepare_source
-        from flows.thresholds import THRESHOLDS, _gather, _registered
-        from iea.data.records import Tweet
-        from iea.jmasa import bound_predict, score_predictions
-        from iea.models.finetune import load_trained
-        from iea.store import open_store
-        from iea.thresholds import TrialEvaluator
+        from flows.thresholds import THRESHOLDS, _registered, model_evaluator, split_tweets
         from iea.vision.filters import Thresholds
 
         model = _registered(settings, f"models:/{name}/{version}", logging.getLogger(__name__))
         own = saved_settings(json.loads((Path(model["model_dir"]) / "config.json").read_text()))
         here = {"store": settings.store, "data": settings.data, "runtime": settings.runtime}
         mixed = own.model_copy(update=here)  # its pipeline, this machine's data and caches
-        lines = open_store(settings.store).get(f"{dataset_prefix}/dev.jsonl").decode()
-        tweets = [Tweet.from_json(json.loads(x)) for x in lines.splitlines() if x.strip()]
-        _, images = prepare_source(settings)
-        split = _gather(mixed, {"dev": tweets}, Path(images), model["aligner"])["dev"]
-        rt, t = settings.runtime, own.jmasa.train
-        jmasa, proc = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
-
-        predict_fn = bound_predict(
-            jmasa, proc, max_new_tokens=t.max_new_tokens, batch_size=t.eval_batch_size
-        )
-        th = Thresholds(**{n: getattr(own.filters, n) for n in THRESHOLDS})
+        tweets = split_tweets(settings, dataset_prefix, "dev")
         ablation = settings.search.ablation  # the model's own: _registered checked it
-        res = TrialEvaluator(split, predict_fn, score_predictions, ablation)(th)
+        evaluate = model_evaluator(mixed, model, tweets, ablation)
+        th = Thresholds(**{n: getattr(own.filters, n) for n in THRESHOLDS})
+        res = evaluate(th)
         return {
             **{f"dev/{k}": v for k, v in res.metrics.items()},
-            "dev/coverage": split.coverage(th),
+            "dev/coverage": evaluate.split.coverage(th),
         }
 
     return run

@@ -239,7 +239,7 @@ def _registered(settings: Settings, uri: str, logger) -> dict:
     }
 
 
-def _gather(settings: Settings, tweets: dict, images_dir: Path, aligner: dict) -> dict:
+def gather_regions(settings: Settings, tweets: dict, images_dir: Path, aligner: dict) -> dict:
     """Each split of ``tweets`` (name -> tweets) with every region (filters off), interpreted
     and aligned (cached)."""
     from iea.jmasa import align_regions
@@ -268,6 +268,36 @@ def _gather(settings: Settings, tweets: dict, images_dir: Path, aligner: dict) -
         )
 
     return {s: all_regions(split, images_dir, interp, align) for s, split in tweets.items()}
+
+
+def split_tweets(settings: Settings, prefix: str, split: str) -> list:
+    """The tweets of ``split`` stored at the dataset ``prefix`` (``<prefix>/<split>.jsonl``)."""
+    from iea.data.records import Tweet
+    from iea.store import open_store
+
+    lines = open_store(settings.store).get(f"{prefix}/{split}.jsonl").decode()
+    return [Tweet.from_json(json.loads(x)) for x in lines.splitlines() if x.strip()]
+
+
+def model_evaluator(settings: Settings, model: dict, tweets: list, ablation: str):
+    """A :class:`iea.thresholds.TrialEvaluator` of the trained JMASA model ``model``
+    (``model_dir``, ``aligner``) on ``tweets``: their regions interpreted and aligned with
+    every filter off under ``settings`` (cached stages, :func:`gather_regions`), the model
+    loaded on ``settings.runtime``'s device and answering with ``settings.jmasa.train``'s
+    generation settings, its instructions laid out for ``ablation``."""
+    from flows.preprocess import prepare_source
+    from iea.jmasa import bound_predict, score_predictions
+    from iea.models.finetune import load_trained
+    from iea.thresholds import TrialEvaluator
+
+    _, images = prepare_source(settings)
+    split = gather_regions(settings, {"split": tweets}, Path(images), model["aligner"])["split"]
+    rt, t = settings.runtime, settings.jmasa.train
+    jmasa, processor = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
+    predict = bound_predict(
+        jmasa, processor, max_new_tokens=t.max_new_tokens, batch_size=t.eval_batch_size
+    )
+    return TrialEvaluator(split, predict, score_predictions, ablation)
 
 
 @flow(name="threshold_search", log_prints=True)
@@ -328,7 +358,7 @@ def threshold_search(
     wanted = {s: tweets[s] for s in ("dev", "test")}
     if search.mode == "retrain":
         wanted["train"] = tweets["train"]
-    splits = _gather(settings, wanted, Path(images_dir), model["aligner"])
+    splits = gather_regions(settings, wanted, Path(images_dir), model["aligner"])
     rt, t = settings.runtime, settings.jmasa.train
     jmasa, processor = load_trained(model["model_dir"], device=rt.device, cache=rt.model_cache)
 

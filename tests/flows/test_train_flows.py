@@ -509,6 +509,19 @@ def test_threshold_search_starts_at_the_config_scores_on_cached_stages_and_tops_
     assert bad.exit_code == 1 and "models:/iea-jmasa/99" in bad.stderr, bad.output
 
 
+def test_the_experiment_rescores_the_full_model_at_its_thresholds_to_its_test_score(
+    trained, overrides
+):
+    """The experiment's ``<setting>@eval`` rows score the trained model at other thresholds
+    from the cached stages; at the config's own they rebuild the training's test instructions
+    and so give its test score, and keeping every region asks it about other instructions."""
+    from flows.experiment import fixed_model_scores
+
+    scores = fixed_model_scores(DEMO, overrides, trained, ["config", "keep_all"])
+    assert scores["config"]["jmasa_f1"] == pytest.approx(trained["test"]["jmasa_f1"], abs=1e-9)
+    assert scores["config"]["tweets"] == scores["keep_all"]["tweets"] == 50
+
+
 def test_threshold_search_retrain_mode_fine_tunes_per_trial_and_reports_each_epoch(
     trained, overrides, workdir
 ):

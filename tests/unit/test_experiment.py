@@ -44,6 +44,7 @@ def test_claims_cover_every_row_run_and_render():
         + _runs("full", [0.50, 0.52], fraction=0.25)
         + _runs("no_aligner_nmi", [0.20, 0.22], fraction=0.25)
         + _runs("full", [0.70, 0.71], thresholds="keep_all")
+        + _runs("full", [0.78, 0.79], thresholds="keep_all@eval")
     )
     summary = summarise(runs)
     claims = {c.text: c.holds for c in check_claims(summary)}
@@ -52,6 +53,9 @@ def test_claims_cover_every_row_run_and_render():
     assert not claims["full > no_nmi"]
     assert claims["gap full - no_aligner_nmi larger at 25% than at 100%"]
     assert claims["config thresholds > keep_all by >= 0.05"]
+    # the same model tested at 0/0/0 loses only 0.025: within the 0.05 margin
+    assert not claims["config thresholds > keep_all, at test only, by >= 0.05"]
+    assert "drop_objects" not in " ".join(claims)  # not run: not claimed
     assert "no_interpretation" not in " ".join(claims)  # not run: not claimed
     table = markdown_table(summary)
     assert "| full | 100% | config | 0.810 ± 0.014 |" in table
