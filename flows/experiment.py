@@ -53,9 +53,16 @@ def train_row(config: str | list[str], overrides: list[str], row: str) -> dict:
     return {k: res[k] for k in ("test", "coverage", "key", "model_dir", "aligner")}
 
 
-FIXED = "@eval"
+FIXED = ":eval"
 """Suffix of a threshold setting applied to the config-trained ``full`` model at test time
-only (``keep_all@eval``), against one the model was also trained with (``keep_all``)."""
+only (``keep_all:eval``), against one the model was also trained with (``keep_all``); a
+character MLflow allows in a metric name (:func:`metric_name`)."""
+
+
+def metric_name(run: Run) -> str:
+    """The MLflow metric of ``run``'s test JMASA F1 (one per row, share and thresholds; the
+    seed is its step)."""
+    return f"test_jmasa_f1/{run.row}/{run.fraction:.2f}/{run.thresholds}"
 
 
 def fixed_model_scores(
@@ -115,7 +122,7 @@ def _fixed_model_runs(
     config: str | list[str], overrides: list[str], settings, full_models: dict[int, dict], logger
 ) -> list[Run]:
     """Per seed, the config-trained ``full`` model at the other named filter settings, at test
-    time only (:func:`fixed_model_scores`), as runs named ``<setting>@eval``. Its score at the
+    time only (:func:`fixed_model_scores`), as runs named ``<setting>:eval``. Its score at the
     config's own thresholds must be the training's test score: a difference is logged."""
     names = list(threshold_settings(settings))
     out = []
@@ -250,7 +257,7 @@ def ablation_experiment(
         )
         for r in runs:
             mlflow.log_metric(
-                f"test_jmasa_f1/{r.row}/{r.fraction:.2f}/{r.thresholds}",
+                metric_name(r),
                 r.metrics["jmasa_f1"],
                 step=r.seed,
             )

@@ -35,7 +35,7 @@ METRICS: tuple[str, ...] = ("jmasa_f1", "mate_f1", "masc_acc")
 class Run:
     """One trained row: ``row`` (an ablation name, or a label such as ``full@25%``), its seed,
     the share of training tweets, the filter setting's name (``keep_all``: trained and tested
-    with it; ``keep_all@eval``: the config-trained model tested with it), and its test metrics."""
+    with it; ``keep_all:eval``: the config-trained model tested with it), and its test metrics."""
 
     row: str
     seed: int
@@ -171,7 +171,7 @@ def check_claims(
         o = get("full", 1.0, other)
         if cfg and o:
             claims.append(above(f"config thresholds > {other} by >= 0.05", cfg, o, 0.05))
-        o = get("full", 1.0, f"{other}@eval")
+        o = get("full", 1.0, f"{other}:eval")
         if cfg and o:
             claims.append(
                 above(f"config thresholds > {other}, at test only, by >= 0.05", cfg, o, 0.05)

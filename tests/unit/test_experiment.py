@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from iea.experiment import (
+    ROWS,
     Run,
     above,
     at_least,
@@ -44,7 +45,7 @@ def test_claims_cover_every_row_run_and_render():
         + _runs("full", [0.50, 0.52], fraction=0.25)
         + _runs("no_aligner_nmi", [0.20, 0.22], fraction=0.25)
         + _runs("full", [0.70, 0.71], thresholds="keep_all")
-        + _runs("full", [0.78, 0.79], thresholds="keep_all@eval")
+        + _runs("full", [0.78, 0.79], thresholds="keep_all:eval")
     )
     summary = summarise(runs)
     claims = {c.text: c.holds for c in check_claims(summary)}
@@ -78,3 +79,19 @@ def test_fraction_rows_train_about_the_steps_of_the_whole_set():
         fraction_overrides(0.0, 200, 30, 1)
     with pytest.raises(ValueError, match="n_train"):
         fraction_overrides(0.5, 0, 30, 1)
+
+
+def test_every_experiment_label_is_a_valid_mlflow_metric_name():
+    """The flow logs one metric per (row, share, thresholds): MLflow refuses some characters
+    (an ``@`` once failed a whole experiment at its last step)."""
+    from mlflow.utils.validation import _validate_metric_name
+
+    from flows.experiment import FIXED, metric_name, threshold_settings
+
+    for name in threshold_settings(None):
+        for label in (name, name + FIXED):
+            for row in ROWS:
+                for fraction in (0.25, 0.5, 1.0):
+                    _validate_metric_name(metric_name(Run(row, 0, {}, fraction, label)))
+    with pytest.raises(Exception, match="Names may only contain"):
+        _validate_metric_name(metric_name(Run("full", 0, {}, 1.0, "keep_all@eval")))
