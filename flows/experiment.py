@@ -77,7 +77,8 @@ def fixed_model_scores(
     so its scores are the training's test scores.
 
     Returns:
-        ``{name: test metrics}`` for each of ``names``.
+        ``{name: test metrics}`` for each of ``names``, with ``aligned_regions``: how many
+        aligned regions the instructions hold.
     """
     from flows.preprocess import twitter_preprocessing
     from flows.thresholds import THRESHOLDS, model_evaluator, split_tweets
@@ -91,7 +92,8 @@ def fixed_model_scores(
     for name in names:
         named = load_settings(config, [*overrides, *threshold_settings(settings)[name]])
         th = Thresholds(**{n: getattr(named.filters, n) for n in THRESHOLDS})
-        out[name] = dict(evaluate(th).metrics)
+        res = evaluate(th)
+        out[name] = {**res.metrics, "aligned_regions": res.aligned_kept}
     return out
 
 
@@ -143,11 +145,13 @@ def _fixed_model_runs(
                 out.append(Run("full", seed, m, 1.0, name + FIXED, {"key": res["key"]}))
                 logger.info(
                     "full seed %d, trained at the config's thresholds, tested at %s: test JMASA"
-                    " F1 %.3f (config %.3f)",
+                    " F1 %.3f with %d aligned regions (config %.3f with %d)",
                     seed,
                     name,
                     m["jmasa_f1"],
+                    m["aligned_regions"],
                     again,
+                    scores["config"]["aligned_regions"],
                 )
     return out
 

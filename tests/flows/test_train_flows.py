@@ -520,6 +520,9 @@ def test_the_experiment_rescores_the_full_model_at_its_thresholds_to_its_test_sc
     scores = fixed_model_scores(DEMO, overrides, trained, ["config", "keep_all"])
     assert scores["config"]["jmasa_f1"] == pytest.approx(trained["test"]["jmasa_f1"], abs=1e-9)
     assert scores["config"]["tweets"] == scores["keep_all"]["tweets"] == 50
+    # keeping every region keeps the config's aligned regions and more (the aligner answers
+    # per region, whatever else the image holds)
+    assert scores["keep_all"]["aligned_regions"] >= scores["config"]["aligned_regions"] > 0
 
 
 def test_threshold_search_retrain_mode_fine_tunes_per_trial_and_reports_each_epoch(
