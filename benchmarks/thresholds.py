@@ -57,12 +57,11 @@ def main() -> None:
     set_offline_defaults()
     import optuna
 
-    from flows.preprocess import prepare_source, twitter_preprocessing
+    from flows.preprocess import prepare_source, split_tweets, twitter_preprocessing
     from flows.study import open_storage, run_worker
     from flows.thresholds import THRESHOLDS, _sampler, check_search, gather_regions, suggest
     from flows.train import jmasa_finetune
     from iea.config import load_settings
-    from iea.data.records import Tweet
     from iea.jmasa import (
         align_regions,
         bound_predict,
@@ -96,11 +95,7 @@ def main() -> None:
     model = jmasa_finetune(args.config, args.overrides, ablation=search.ablation, register=False)
     data = twitter_preprocessing(args.config, args.overrides)
     store = open_store(settings.store)
-    dev_tweets = [
-        Tweet.from_json(json.loads(x))
-        for x in store.get(f"{data['store_prefix']}/dev.jsonl").decode().splitlines()
-        if x.strip()
-    ]
+    dev_tweets = split_tweets(settings.store, data["store_prefix"], "dev")
     _, images_dir = prepare_source(settings)
     images_dir = Path(images_dir)
     _progress(f"gathering {len(dev_tweets)} dev tweets' regions (cached stages) ...")

@@ -29,8 +29,8 @@ def main() -> None:
     from flows import set_offline_defaults
 
     set_offline_defaults()
-    from flows.preprocess import prepare_source, twitter_preprocessing
-    from flows.thresholds import gather_regions, split_tweets
+    from flows.preprocess import prepare_source, split_tweets, twitter_preprocessing
+    from flows.thresholds import gather_regions
     from flows.train import aligner_training
     from iea.config import load_settings
     from iea.vision.filters import REASONS, Thresholds, drop_flags
@@ -38,7 +38,7 @@ def main() -> None:
     settings = load_settings(args.config, args.overrides)
     aligner = aligner_training(args.config, args.overrides, register=False)
     data = twitter_preprocessing(args.config, args.overrides)
-    tweets = split_tweets(settings, data["store_prefix"], args.split)
+    tweets = split_tweets(settings.store, data["store_prefix"], args.split)
     _, images = prepare_source(settings)
     split = gather_regions(settings, {args.split: tweets}, Path(images), aligner)[args.split]
     f = settings.filters

@@ -80,13 +80,13 @@ def fixed_model_scores(
         ``{name: test metrics}`` for each of ``names``, with ``aligned_regions``: how many
         aligned regions the instructions hold.
     """
-    from flows.preprocess import twitter_preprocessing
-    from flows.thresholds import THRESHOLDS, model_evaluator, split_tweets
+    from flows.preprocess import split_tweets, twitter_preprocessing
+    from flows.thresholds import THRESHOLDS, model_evaluator
     from iea.vision.filters import Thresholds
 
     settings = load_settings(config, overrides)
     data = twitter_preprocessing(config, overrides)
-    tweets = split_tweets(settings, data["store_prefix"], "test")
+    tweets = split_tweets(settings.store, data["store_prefix"], "test")
     evaluate = model_evaluator(settings, model, tweets, "full")
     out = {}
     for name in names:

@@ -25,10 +25,10 @@ from prefect.cache_policies import NONE
 
 from flows import tracking
 from flows.validation import ValidationFailed, validate_tweets
-from iea.config import Settings, load_settings
+from iea.config import Settings, StoreSettings, load_settings
 from iea.data import synthetic
 from iea.data.convert import convert, load_split
-from iea.data.records import SPLITS
+from iea.data.records import SPLITS, Tweet
 from iea.store import ArtifactStore, get_json, open_store
 
 DATASET_FILES = (
@@ -37,6 +37,13 @@ DATASET_FILES = (
     "validation.json",  # the GX results: the promotion's data gate reads them
     "manifest.json",
 )
+
+
+def split_tweets(store: StoreSettings, prefix: str, split: str) -> list[Tweet]:
+    """The tweets of ``split`` that :func:`twitter_preprocessing` stored at the dataset
+    ``prefix`` (``<prefix>/<split>.jsonl`` in ``store``)."""
+    lines = open_store(store).get(f"{prefix}/{split}.jsonl").decode()
+    return [Tweet.from_json(json.loads(x)) for x in lines.splitlines() if x.strip()]
 
 
 @task(cache_policy=NONE)

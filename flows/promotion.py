@@ -435,11 +435,9 @@ def smoke_check(settings: Settings, name: str = NAME) -> Callable[[int], list[st
     in a fresh process (:func:`smoke_gate`)."""
 
     def run(version: int) -> list[str]:
-        from flows.preprocess import prepare_source
+        from flows.preprocess import prepare_source, split_tweets
         from flows.registry import download_dir, resolve
-        from iea.data.records import Tweet
         from iea.predict import JmasaPredictor
-        from iea.store import open_store
 
         uri = f"models:/{name}/{version}"
         reg = resolve(uri, download_dir(settings.data.work_dir, uri))
@@ -447,8 +445,7 @@ def smoke_check(settings: Settings, name: str = NAME) -> Callable[[int], list[st
         if prefix is None:
             return ["smoke: the version has no dataset.prefix tag: no tweets to ask it"]
         trained = saved_settings(reg.trained_settings)
-        lines = open_store(trained.store).get(f"{prefix}/dev.jsonl").decode().splitlines()
-        tweets = [Tweet.from_json(json.loads(x)) for x in lines if x.strip()]
+        tweets = split_tweets(trained.store, prefix, "dev")
         _, images = prepare_source(trained)
         rows = [
             {"image": str(Path(images) / t.image_id), "text": " ".join(t.tokens)}
@@ -470,14 +467,15 @@ def rescore_check(settings: Settings, name: str = NAME) -> Callable[[int, str], 
     def run(version: int, dataset_prefix: str) -> dict[str, float]:
         import logging
 
-        from flows.thresholds import THRESHOLDS, _registered, model_evaluator, split_tweets
+        from flows.preprocess import split_tweets
+        from flows.thresholds import THRESHOLDS, _registered, model_evaluator
         from iea.vision.filters import Thresholds
 
         model = _registered(settings, f"models:/{name}/{version}", logging.getLogger(__name__))
         own = saved_settings(json.loads((Path(model["model_dir"]) / "config.json").read_text()))
         here = {"store": settings.store, "data": settings.data, "runtime": settings.runtime}
         mixed = own.model_copy(update=here)  # its pipeline, this machine's data and caches
-        tweets = split_tweets(settings, dataset_prefix, "dev")
+        tweets = split_tweets(settings.store, dataset_prefix, "dev")
         ablation = settings.search.ablation  # the model's own: _registered checked it
         evaluate = model_evaluator(mixed, model, tweets, ablation)
         th = Thresholds(**{n: getattr(own.filters, n) for n in THRESHOLDS})

@@ -11,7 +11,6 @@ MLflow gets a parent run with one nested run per trial.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Callable
@@ -270,15 +269,6 @@ def gather_regions(settings: Settings, tweets: dict, images_dir: Path, aligner: 
     return {s: all_regions(split, images_dir, interp, align) for s, split in tweets.items()}
 
 
-def split_tweets(settings: Settings, prefix: str, split: str) -> list:
-    """The tweets of ``split`` stored at the dataset ``prefix`` (``<prefix>/<split>.jsonl``)."""
-    from iea.data.records import Tweet
-    from iea.store import open_store
-
-    lines = open_store(settings.store).get(f"{prefix}/{split}.jsonl").decode()
-    return [Tweet.from_json(json.loads(x)) for x in lines.splitlines() if x.strip()]
-
-
 def model_evaluator(settings: Settings, model: dict, tweets: list, ablation: str):
     """A :class:`iea.thresholds.TrialEvaluator` of the trained JMASA model ``model``
     (``model_dir``, ``aligner``) on ``tweets``: their regions interpreted and aligned with
@@ -325,12 +315,11 @@ def threshold_search(
         "memo_misses", "run_id"}``: ``first``/``best`` are ``{"params", "dev_jmasa_f1"}``,
         ``test`` the best trial's test metrics.
     """
-    from flows.preprocess import prepare_source, twitter_preprocessing
+    from flows.preprocess import prepare_source, split_tweets, twitter_preprocessing
     from flows.train import jmasa_finetune
-    from iea.data.records import Tweet
+    from iea.data.records import SPLITS
     from iea.jmasa import bound_predict, score_predictions
     from iea.models.finetune import load_trained
-    from iea.store import open_store
     from iea.thresholds import TrialEvaluator, overlay
 
     if trials < 1 or workers < 1:
@@ -345,15 +334,7 @@ def threshold_search(
     else:
         model = _registered(settings, model, logger)
     data = twitter_preprocessing(config, overrides)
-    store = open_store(settings.store)
-    tweets = {
-        s: [
-            Tweet.from_json(json.loads(x))
-            for x in store.get(f"{data['store_prefix']}/{s}.jsonl").decode().splitlines()
-            if x.strip()
-        ]
-        for s in ("train", "dev", "test")
-    }
+    tweets = {s: split_tweets(settings.store, data["store_prefix"], s) for s in SPLITS}
     _, images_dir = prepare_source(settings)
     wanted = {s: tweets[s] for s in ("dev", "test")}
     if search.mode == "retrain":

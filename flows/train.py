@@ -653,11 +653,10 @@ def jmasa_finetune(
 ) -> dict:
     """Preprocess (or reuse) the tweets, interpret and align their regions, build the NMI,
     LoRA-tune the JMASA model with best-on-dev selection, score test, log and register."""
-    from flows.preprocess import prepare_source, twitter_preprocessing
-    from iea.data.records import SPLITS, Tweet
+    from flows.preprocess import prepare_source, split_tweets, twitter_preprocessing
+    from iea.data.records import SPLITS
     from iea.jmasa import alignment_quality, jmasa_examples
     from iea.nmi import ABLATIONS
-    from iea.store import open_store
 
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}: one of {', '.join(ABLATIONS)}")
@@ -672,15 +671,7 @@ def jmasa_finetune(
     with _timed(seconds, "preprocess"):
         data = twitter_preprocessing(config, overrides)
     _, images_dir = prepare_source(settings)
-    store = open_store(settings.store)
-    tweets = {
-        s: [
-            Tweet.from_json(json.loads(x))
-            for x in store.get(f"{data['store_prefix']}/{s}.jsonl").decode().splitlines()
-            if x.strip()
-        ]
-        for s in SPLITS
-    }
+    tweets = {s: split_tweets(settings.store, data["store_prefix"], s) for s in SPLITS}
     regions = ablation in NEEDS_REGIONS
     with _timed(seconds, "fgca+aligner"):
         aligner = aligner_training(config, overrides) if regions else None
