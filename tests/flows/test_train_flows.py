@@ -651,8 +651,15 @@ def test_retrain_killed_in_fine_tuning_resumes_to_the_same_registered_model(
     assert json.loads((work / "result.json").read_text())["resumed_from"] is None
     uninterrupted = _weights(work / "model")
     assert registered.keys() == uninterrupted.keys()
+    # Equal to float32 rounding: on an Intel AVX-512 machine one entry of the 121088 in the
+    # trained embeddings came out 2e-6 apart (7.5e-5 relative), the same in every run and with
+    # MKL's reproducible mode on (MKL_CBWR=AUTO). A resume that lost or repeated a step, the
+    # optimiser's state or the data order moves the weights by up to the learning rate (0.01)
+    # an entry per step.
     for k, v in uninterrupted.items():
-        torch.testing.assert_close(registered[k], v, rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(
+            registered[k], v, rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}"
+        )
     assert again["dev"]["jmasa_f1"] == pytest.approx(out["dev"]["jmasa_f1"])
 
 

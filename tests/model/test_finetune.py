@@ -344,7 +344,11 @@ def test_target_only_logits_give_the_full_loss_and_gradients(tmp_path, model_cac
     (full, g_full), (only, g_only) = grads
     assert only == pytest.approx(full, rel=1e-5) and full > 1.0
     for n in g_full:
-        torch.testing.assert_close(g_only[n], g_full[n], rtol=1e-4, atol=1e-6)
+        # The two paths multiply matrices of other shapes, so their sums are split differently:
+        # equal up to float32 rounding, measured against the gradient's own scale (on an Intel
+        # AVX-512 machine one entry of 2048 differed by 3.5e-6; the largest entries are 1 to 9).
+        scale = float(g_full[n].abs().max())
+        torch.testing.assert_close(g_only[n], g_full[n], rtol=1e-4, atol=1e-4 * scale)
 
 
 def _trainable_params(model):
