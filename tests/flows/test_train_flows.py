@@ -38,7 +38,7 @@ SMALL = [
     "aligner.train.epochs=12",
     "data.synthetic.n_dev=30",
 ]
-"""The small demo: half the demo's FGCA images and 12 aligner epochs (the demo: 240 and 20),
+"""The small demo: half the demo's FGCA images and 12 aligner epochs (the demo: 240 and 8),
 30 dev tweets (50); the JMASA model trains on the demo's 200 tweets for its 30 epochs. The
 aligner is most of the demo's time; this one covered 0.84 of the test aspects in one run
 (``aligner.negatives`` 0.1; at 0.3 it was 0.47, see EXPERIMENTS.md)."""
