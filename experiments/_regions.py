@@ -1,10 +1,22 @@
-"""What both experiment scripts start from: a split's tweets, their kept regions and the trained
-aligner's alignments (interpretations and answers from the store's caches when present)."""
+"""What the experiment scripts start from: their command line (a config, a split, overrides),
+a split's tweets, their kept regions and the trained aligner's alignments (interpretations and
+answers from the store's caches when present)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+
+
+def split_args(doc: str) -> argparse.Namespace:
+    """``--config`` (required), ``--split`` (default ``test``) and ``key=value`` overrides,
+    the command line of a script whose docstring is ``doc``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    ap.add_argument("overrides", nargs="*", help="key=value overrides")
+    return ap.parse_args()
 
 
 def aligned_split(config: str, tweets_file: Path, images: Path, aligner: Path):

@@ -22,7 +22,6 @@ No aligner, interpreter or JMASA model is involved; it loads only the SAM.
 
 from __future__ import annotations
 
-import argparse
 import random
 
 import numpy as np
@@ -40,11 +39,9 @@ def best_iou(masks: list[np.ndarray], target: np.ndarray) -> tuple[float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    ap.add_argument("overrides", nargs="*", help="key=value overrides")
-    args = ap.parse_args()
+    from _regions import split_args
+
+    args = split_args(__doc__)
 
     from iea.config import load_settings
     from iea.data.synthetic import WorldSettings, draw_scene_of, make_tweet

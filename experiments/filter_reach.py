@@ -13,18 +13,15 @@ among them. No JMASA model is involved: all of this is upstream of it::
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    ap.add_argument("overrides", nargs="*", help="key=value overrides")
-    args = ap.parse_args()
+    from _regions import split_args
+
+    args = split_args(__doc__)
 
     from flows import set_offline_defaults
 
