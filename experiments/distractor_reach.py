@@ -15,9 +15,13 @@ kept, so this bounds what the region filters can change (``experiments/filter_re
 counts the regions they drop and how many of those the aligner maps to a phrase)::
 
     .venv/bin/python experiments/distractor_reach.py --config configs/demo.yaml [--split test] \\
-        [key=value ...]
+        [--interpret] [key=value ...]
 
-No aligner, interpreter or JMASA model is involved; it loads only the SAM.
+No aligner or JMASA model is involved. It loads only the SAM, and with ``--interpret`` also the
+config's interpreter, which then describes every kept region's crop (cut from the pixels before
+JPEG, so an answer may differ from the cached one of the JPEG image): per kind, how many
+descriptions name the drawn class, how many name its colour (the look's polarity: a kept
+distractor that does is the kind that misleads), and how many say background.
 """
 
 from __future__ import annotations
@@ -39,11 +43,17 @@ def best_iou(masks: list[np.ndarray], target: np.ndarray) -> tuple[float, int]:
 
 
 def main() -> None:
+    import sys
+
     from _regions import split_args
 
+    interpret = "--interpret" in sys.argv
+    if interpret:
+        sys.argv.remove("--interpret")
     args = split_args(__doc__)
 
     from iea.config import load_settings
+    from iea.data.regions import region_crop
     from iea.data.synthetic import WorldSettings, draw_scene_of, make_tweet
     from iea.models.sam import load_sam
     from iea.vision.segment import build_mask_generator, segment_image
@@ -58,6 +68,7 @@ def main() -> None:
         seg.sam, seg.sam_checkpoint, device=rt.device, cache=rt.model_cache, seed=rt.seed
     )
     generator = build_mask_generator(sam, seg)
+    crops: list[tuple[str, object, np.ndarray]] = []  # (kind, drawn thing, crop) per kept one
     first = {"train": 0, "dev": syn.n_train, "test": syn.n_train + syn.n_dev}[args.split]
     count = {"train": syn.n_train, "dev": syn.n_dev, "test": syn.n_test}[args.split]
     rng = random.Random(syn.seed)  # the tweets are drawn in order over the three splits
@@ -92,6 +103,8 @@ def main() -> None:
             if iou >= 0.5:
                 s["kept"] += 1
                 s["low"] += kept[at].predicted_iou < settings.filters.t_conf
+                if interpret:
+                    crops.append((thing.kind, thing, region_crop(rgb, labels, kept[at])))
     print(
         f"{args.split}: {count} images, {n_regions} regions (segment: points_per_side"
         f" {seg.points_per_side}, stability {seg.stability_score_thresh}, num_regions"
@@ -105,6 +118,43 @@ def main() -> None:
     for kind, s in stats.items():
         mean = f"{np.mean(s['iou']):.2f}" if s["iou"] else "-"
         print(f"| {kind} | {s['drawn']} | {s['found']} | {s['kept']} | {s['low']} | {mean} |")
+    if interpret:
+        describe_kept(settings, crops)
+
+
+def describe_kept(settings, crops: list) -> None:
+    """Interpret each kept region's crop and print, per kind, what the descriptions name."""
+    from iea.data.world import COLOUR_NAMES
+    from iea.models.vlm import VisionLanguageModel
+    from iea.vision.interpret import interpret_crops
+    from iea.vision.prompts import INTERPRET_REGION
+
+    rt, it = settings.runtime, settings.interpreter
+    vlm = VisionLanguageModel.from_ref(
+        it.model, device=rt.device, dtype=rt.dtype, trust_remote_code=rt.trust_remote_code,
+        cache=rt.model_cache, seed=rt.seed,
+    )  # fmt: skip
+    answers = interpret_crops(
+        vlm, [c for _, _, c in crops], INTERPRET_REGION, it.max_new_tokens, it.batch_size
+    )
+    tally: dict[str, dict[str, int]] = {}
+    for (kind, thing, _), answer in zip(crops, answers, strict=True):
+        t = tally.setdefault(kind, {"kept": 0, "class": 0, "colour": 0, "both": 0, "background": 0})
+        words = answer.description.lower().split()
+        named, colour = thing.name in words, COLOUR_NAMES[thing.polarity] in words
+        t["kept"] += 1
+        t["class"] += named
+        t["colour"] += colour
+        t["both"] += named and colour
+        t["background"] += "background" in words
+    print(f"\nwhat {it.model} says about the kept regions (crops before JPEG)")
+    print("| kind | kept | names the class | names its colour | both | says background |")
+    print("|---|---|---|---|---|---|")
+    for kind, t in tally.items():
+        print(
+            f"| {kind} | {t['kept']} | {t['class']} | {t['colour']} | {t['both']}"
+            f" | {t['background']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -9,14 +9,16 @@ belongs to which phrase; only the region does.
 
 Distractors are degraded copies of a class, each a kind the region filters exist for:
 
-* ``speck``: a tiny copy (longest side below the paper's ``t_size`` = 25 px);
+* ``speck``: a tiny copy (both sides below the paper's ``t_size`` = 25 px);
 * ``blurred``: a normal-size copy, Gaussian-blurred (Laplacian variance far below
   ``t_clarity`` = 100 after JPEG);
 * ``faint``: a normal-size, sharp copy at low contrast against the background (a SAM trained
   on this world segments it poorly, so its predicted IoU is low and ``t_conf`` drops it).
 
 On tweets a distractor copies a class that the tweet mentions, with another polarity, so a kept
-distractor next to its phrase misleads the model.
+distractor next to its phrase misleads the model. A distractor stands free of the objects and
+of the other distractors where the image has room (:func:`distractor_box`), so the mask
+generator meets it whole: a distractor hidden under an object gives the filters nothing to do.
 
 Everything is deterministic by its seed; pixels are ``H x W x 3`` uint8 RGB, boxes
 ``(x, y, w, h)`` in pixels. This module depends on nothing else of ours.
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-WORLD_VERSION = "world-v2"
+WORLD_VERSION = "world-v3"
 """Names the drawing and text recipe: part of every generated dataset's folder name."""
 WORLD_CLASSES: tuple[str, ...] = ("dog", "cat", "bus", "car", "bird", "horse", "sofa", "boat")
 """The object classes of the world (PASCAL-Context names; each is its own phrase)."""
@@ -70,8 +72,15 @@ PATTERN_DARKEN = 0.5
 FAINT_CONTRAST = 0.18
 """A faint distractor's colour: background + this x (object colour - background)."""
 BLUR_SIGMA = 4.5
-SPECK_SIDE = (8, 18)
-"""Inclusive range of a speck's longest side in pixels (below the paper's t_size of 25)."""
+SPECK_SIDE = (12, 22)
+"""Inclusive range of a speck's sides in pixels (below the paper's t_size of 25; at 12 px and
+up the tiny SAM's 64 x 64 low-resolution masks, 5 px a cell at 320 x 240, can outline one)."""
+DISTRACTOR_SIDE = (40, 72)
+"""Inclusive range of a blurred or faint distractor's sides in pixels."""
+DISTRACTOR_TRIES = 40
+"""Random boxes tried for a distractor before it may overlap an object (:func:`distractor_box`)."""
+DISTRACTOR_MARGIN = 6
+"""Pixels kept between a distractor's box and any other drawn thing's box."""
 
 
 @dataclass(frozen=True)
@@ -236,19 +245,38 @@ def place_boxes(
     return boxes
 
 
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int) -> bool:
+    """Whether boxes ``a`` and ``b`` (x, y, w, h) come closer than ``margin`` px."""
+    return not (
+        a[0] + a[2] + margin <= b[0]
+        or b[0] + b[2] + margin <= a[0]
+        or a[1] + a[3] + margin <= b[1]
+        or b[1] + b[3] + margin <= a[1]
+    )
+
+
 def distractor_box(
-    rng: np.random.Generator, kind: str, size: tuple[int, int]
+    rng: np.random.Generator,
+    kind: str,
+    size: tuple[int, int],
+    avoid: list[tuple[int, int, int, int]] | None = None,
 ) -> tuple[int, int, int, int]:
-    """A box for a distractor of ``kind`` anywhere in the image (it may sit on objects)."""
+    """A box for a distractor of ``kind`` that stands free of the boxes in ``avoid`` (at least
+    :data:`DISTRACTOR_MARGIN` px away): up to :data:`DISTRACTOR_TRIES` random boxes are drawn,
+    and when none is free (a crowded or small image) the last one is used, which may sit on an
+    object (drawn first, the object then covers part of it)."""
     width, height = size
-    if kind == "speck":
-        w = int(rng.integers(SPECK_SIDE[0], SPECK_SIDE[1] + 1))
-        h = int(rng.integers(SPECK_SIDE[0], SPECK_SIDE[1] + 1))
-    else:
-        w = int(rng.integers(44, 80))
-        h = int(rng.integers(44, 80))
-    w, h = min(w, max(1, width - 1)), min(h, max(1, height - 1))  # small images: fit inside
-    return int(rng.integers(0, max(1, width - w))), int(rng.integers(0, max(1, height - h))), w, h
+    box = (0, 0, 1, 1)
+    for _ in range(DISTRACTOR_TRIES):
+        side = SPECK_SIDE if kind == "speck" else DISTRACTOR_SIDE
+        w = int(rng.integers(side[0], side[1] + 1))
+        h = int(rng.integers(side[0], side[1] + 1))
+        w, h = min(w, max(1, width - 1)), min(h, max(1, height - 1))  # small images: fit inside
+        x, y = int(rng.integers(0, max(1, width - w))), int(rng.integers(0, max(1, height - h)))
+        box = (x, y, w, h)
+        if not any(_overlaps(box, other, DISTRACTOR_MARGIN) for other in avoid or ()):
+            break
+    return box
 
 
 def draw_scene(
@@ -275,8 +303,12 @@ def draw_scene(
     canvas = background(rng, size) if canvas is None else canvas
     instances = np.zeros((height, width), dtype=np.int32)
     drawn: list[WorldObject] = []
-    todo = [(kind, name, pol, distractor_box(rng, kind, size)) for kind, name, pol in distractors]
     boxes = place_boxes(rng, len(objects), size) if objects else []
+    taken = list(boxes)
+    todo = []
+    for kind, name, pol in distractors:  # each free of the objects and the distractors before
+        taken.append(distractor_box(rng, kind, size, taken))
+        todo.append((kind, name, pol, taken[-1]))
     todo += [("object", name, pol, box) for (name, pol), box in zip(objects, boxes, strict=True)]
     for kind, name, pol, box in todo:
         mask = paint(canvas, rng, name, pol, box, kind)

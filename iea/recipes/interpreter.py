@@ -8,8 +8,8 @@ format::
     Sentiment: positive
     Score: 0.80
 
-Data: world scenes (:func:`iea.recipes.sam.scene` without distractors), each object's
-crop as the interpreter cuts it (bbox crop, pixels outside the region gray,
+Data: world scenes (:func:`iea.recipes.sam.scene`, with distractors at ``TRAIN["distractors"]``),
+each drawn thing's crop as the interpreter cuts it (bbox crop, pixels outside the region gray,
 :func:`iea.data.regions.region_crop`), and the background region (everything no object covers)
 described as ``a plain background``, neutral. The masks are spoiled the ways a SAM's are, so
 the model names an object from an imperfect mask: grown or shrunk by a few pixels
@@ -17,9 +17,12 @@ the model names an object from an imperfect mask: grown or shrunk by a few pixel
 (``partial_share``), or joined by a far-away blob of the scene (``blob_share``). A share of the
 background crops (``pascal_background_share``) come from the world's PASCAL-Context side
 (:func:`iea.data.pascal_context.draw_synthetic_sample`: coloured sky, grass, road...), whose
-backgrounds, holed where the objects were, would otherwise read as spotted objects. Distractors
-are never shown: what the model says about a speck or a blurred copy is its own
-generalisation, as with a real VLM.
+backgrounds, holed where the objects were, would otherwise read as spotted objects. A
+distractor (speck, blurred or faint copy) is described by its look like any object, ``a red dog
+with dots`` with the look's sentiment, as a real VLM names a small or blurry red dog: so a
+distractor the filters keep brings its misleading polarity next to its phrase. (A model never
+shown distractors named the class of 5 of 39 kept ones in the demo's test split, so the aligner
+left them unaligned and the filters had little to remove; EXPERIMENTS.md, session 20.)
 
 Training: the whole model (``mode="full"``) through the project's engine
 (:func:`iea.models.finetune.train`). Held-out quality: class word and polarity accuracy over
@@ -45,7 +48,7 @@ BACKGROUND_DESCRIPTION = "a plain background"
 SCORES = {"POS": 0.8, "NEU": 0.0, "NEG": -0.8}
 SENTIMENT_WORDS = {"POS": "positive", "NEU": "neutral", "NEG": "negative"}
 TRAIN = {
-    "scenes": 800,
+    "scenes": 700,
     "epochs": 8,
     "learning_rate": 3e-3,
     "batch_size": 16,
@@ -55,6 +58,7 @@ TRAIN = {
     "blob_share": 0.15,
     "background_share": 0.25,
     "pascal_background_share": 0.25,
+    "distractors": {"speck": 0.3, "blurred": 0.3, "faint": 0.3},
 }
 EVAL = {"scenes": 60, "max_new_tokens": 24}
 
@@ -127,26 +131,27 @@ def _crop(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def crops(seed: int, n_scenes: int, *, offset: int = 0, jitter: int = 0):
-    """``[(crop H x W x 3 uint8, class name or None, polarity)]`` of ``n_scenes`` scenes:
-    every object (its mask spoiled when ``jitter``, see the module docstring), and the
-    background region of a share of the scenes."""
+    """``[(crop H x W x 3 uint8, class name or None, polarity, kind)]`` of ``n_scenes`` scenes:
+    every drawn thing with at least 50 visible pixels (``kind``: ``object`` or a distractor
+    kind; its mask spoiled when ``jitter``, see the module docstring), and the background
+    region (kind ``background``) of a share of the scenes."""
     from iea.recipes.sam import _jpeg, scene
 
     rng = np.random.default_rng([seed, offset, 7])
     out = []
     for k in range(n_scenes):
-        rgb, inst, drawn = scene(seed + offset, k, {})
+        rgb, inst, drawn = scene(seed + offset, k, TRAIN["distractors"])
         rgb = _jpeg(rgb)
         for i, thing in enumerate(drawn):
             mask = inst == i + 1
             if mask.sum() < 50:
                 continue
             mask = _spoil(mask, rng, jitter) if jitter else mask
-            out.append((_crop(rgb, mask), thing.name, thing.polarity))
+            out.append((_crop(rgb, mask), thing.name, thing.polarity, thing.kind))
         if rng.random() < TRAIN["background_share"] and (inst == 0).any():
-            out.append((_crop(rgb, inst == 0), None, "NEU"))
+            out.append((_crop(rgb, inst == 0), None, "NEU", "background"))
         if rng.random() < TRAIN["pascal_background_share"]:
-            out.append((_pascal_background(seed + offset, k), None, "NEU"))
+            out.append((_pascal_background(seed + offset, k), None, "NEU", "background"))
     return out
 
 
@@ -160,15 +165,16 @@ def _examples(items, prompt: str, with_target: bool = True):
             (Image.fromarray(c),),
             answer(name, pol) if with_target else "",
         )
-        for k, (c, name, pol) in enumerate(items)
+        for k, (c, name, pol, _) in enumerate(items)
     ]
 
 
 def evaluate_interpreter(
     model: Any, processor: Any, seed: int, scenes: int | None = None, *, spoiled: bool = False
 ) -> dict[str, Any]:
-    """Held-out class-word and polarity accuracy (object crops) and parse rate (all crops),
-    on scenes the training never drew (``seed + 20_000``), answered through
+    """Held-out class-word and polarity accuracy of object crops (top level) and of distractor
+    crops (``distractors``: what a kept distractor would bring), and the parse rate of all
+    crops, on scenes the training never drew (``seed + 20_000``), answered through
     :class:`iea.models.vlm.VisionLanguageModel` exactly as the interpreter asks. With
     ``spoiled`` the masks are spoiled as in training (the masks a SAM gives), else exact."""
     from iea.models.vlm import VisionLanguageModel
@@ -179,28 +185,42 @@ def evaluate_interpreter(
     items = crops(seed, n, offset=20_000, jitter=TRAIN["jitter_px"] if spoiled else 0)
     vlm = VisionLanguageModel(model, processor)
     answers = vlm.generate(
-        [Image.fromarray(c) for c, _, _ in items],
+        [Image.fromarray(c) for c, _, _, _ in items],
         [INTERPRET_REGION] * len(items),
         max_new_tokens=EVAL["max_new_tokens"],
         batch_size=16,
     )
     parsed = [parse_answer(a) for a in answers]
-    objects = [(p, name, pol) for p, (_, name, pol) in zip(parsed, items, strict=True) if name]
-    words = [set(p.description.lower().split()) for p, _, _ in objects]
+
+    def accuracy(kinds: set[str]) -> dict[str, Any]:
+        things = [
+            (p, name, pol)
+            for p, (_, name, pol, kind) in zip(parsed, items, strict=True)
+            if kind in kinds
+        ]
+        words = [set(p.description.lower().split()) for p, _, _ in things]
+        n = max(1, len(things))
+        return {
+            "class_acc": sum(
+                name in w and not (w & set(WORLD_CLASSES)) - {name}
+                for w, (_, name, _) in zip(words, things, strict=True)
+            )
+            / n,
+            "polarity_acc": sum(p.polarity == pol for p, _, pol in things) / n,
+            "colour_word_acc": sum(
+                COLOUR_NAMES[pol] in w for w, (_, _, pol) in zip(words, things, strict=True)
+            )
+            / n,
+            "count": len(things),
+        }
+
+    objects = accuracy({"object"})
     return {
         "crops": len(items),
-        "objects": len(objects),
+        "objects": objects.pop("count"),
         "parse_rate": sum(p.parsed for p in parsed) / max(1, len(parsed)),
-        "class_acc": sum(
-            name in w and not (w & set(WORLD_CLASSES)) - {name}
-            for w, (_, name, _) in zip(words, objects, strict=True)
-        )
-        / max(1, len(objects)),
-        "polarity_acc": sum(p.polarity == pol for p, _, pol in objects) / max(1, len(objects)),
-        "colour_word_acc": sum(
-            COLOUR_NAMES[pol] in w for w, (_, _, pol) in zip(words, objects, strict=True)
-        )
-        / max(1, len(objects)),
+        **objects,
+        "distractors": accuracy({"speck", "blurred", "faint"}),
         "examples": answers[:3],
     }
 
