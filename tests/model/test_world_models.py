@@ -44,6 +44,10 @@ def test_tiny_interpreter_names_the_class_and_the_polarity(model_cache):
     assert held["class_acc"] >= 0.8, held
     assert held["polarity_acc"] >= 0.8, held
     assert held["parse_rate"] >= 0.95, held
+    # A distractor is described by its look (its misleading colour, often its class), so a
+    # kept one misleads the JMASA model: what the region filters are for.
+    assert held["distractors"]["colour_word_acc"] >= 0.8, held
+    assert held["distractors"]["class_acc"] >= 0.35, held
     model, processor = load_vlm("tiny-qwen3-vl-interp", device="cpu", cache=model_cache)
     fresh = evaluate_interpreter(model, processor, seed=31, scenes=12)
     assert fresh["class_acc"] >= 0.75, fresh
