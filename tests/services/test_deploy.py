@@ -242,10 +242,11 @@ flow run's id, so the test reads back this run's task and no other ``hold_gpu``.
 def test_two_gpu_stage_runs_never_hold_the_slot_at_once(server, deployed):
     """Two flow runs released together, each holding a ``gpu`` slot for 3 s under a limit of
     1: the intervals in which they held it (from each run's own clock) do not overlap, so one
-    waited for the other, and the server holds both runs' ``hold_gpu`` task runs completed. Only this test's two flow runs are
-    read back: the module's server also holds the lease test's ``hold_gpu`` runs, which may
-    start and complete while this one runs (CI once counted one of them in place of one of
-    ours, whose final state had not yet reached the server)."""
+    waited for the other, and the server holds both runs' ``hold_gpu`` task runs completed.
+    Only this test's two flow runs are read back: the module's server also holds the lease
+    test's ``hold_gpu`` runs, which may start and complete while this one runs (CI once
+    counted one of them in place of one of ours, whose final state had not yet reached the
+    server)."""
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", GPU_CHECK],
