@@ -40,7 +40,7 @@ def main() -> None:
 
     def sample_prompts(data, idx, rng):
         """:func:`iea.recipes.sam._sample_prompts` with weighted instances."""
-        points, targets, owner = [], [], []
+        points, targets, owner, scale = [], [], [], []
         for j, i in enumerate(idx.tolist()):
             pixels = data.pixels[i]
             objects = [k for k in pixels if k > 0]
@@ -55,7 +55,10 @@ def main() -> None:
                 m = data.maps[i]
                 targets.append(torch.zeros_like(m, dtype=torch.bool) if bg else m == target)
                 owner.append(j)
-        return torch.tensor(points), torch.stack(targets), torch.tensor(owner)
+                scale.append(recipe.FAINT_IOU_SCALE if target in data.faint[i] else 1.0)
+        return (
+            torch.tensor(points), torch.stack(targets), torch.tensor(owner), torch.tensor(scale)
+        )  # fmt: skip
 
     recipe._Data.__init__ = init
     recipe._sample_prompts = sample_prompts

@@ -32,10 +32,12 @@ def test_tiny_sam_world_finds_the_objects_and_ranks_its_masks(sam, model_cache):
     fresh = evaluate_sam(sam, seed=777, n=12)
     assert fresh["found_at_0.5"] >= 0.85, fresh
     assert fresh["mean_best_iou"] >= 0.7, fresh
-    # t_conf can act: faint distractors score below the objects.
-    kinds = fresh["mean_pred_iou_by_kind"]
-    if "faint" in kinds:
-        assert kinds["faint"] < kinds["object"], kinds
+    # t_conf can act: the demo's 0.5 stands between faint distractors and objects with room on
+    # both sides (the report's held-out set holds every kind; a small fresh one may lack one).
+    for kinds in (held["mean_pred_iou_by_kind"], fresh["mean_pred_iou_by_kind"]):
+        assert kinds["object"] >= 0.7, kinds
+        if "faint" in kinds:
+            assert kinds["faint"] <= 0.35, kinds
 
 
 def test_tiny_interpreter_names_the_class_and_the_polarity(model_cache):
