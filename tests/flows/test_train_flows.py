@@ -1,6 +1,6 @@
 """``aligner_training`` + ``jmasa_finetune`` on a small demo (the demo config with
-:data:`SMALL`: fewer FGCA images, aligner epochs and dev tweets, so the suite stays fast; the
-full demo's numbers are in EXPERIMENTS.md), end to end under the Prefect harness: the tiny
+:data:`SMALL`: fewer FGCA images, aligner epochs, training and dev tweets, so the suite stays
+fast; the full demo's numbers are in EXPERIMENTS.md), end to end under the Prefect harness: the tiny
 JMASA model learns (far above the untrained model), the aligner puts regions next to their
 phrases (coverage > 0.5), both models are registered with their metrics and data versions,
 ``iea predict`` answers from the registry URI, an ablation logs its own run, and a rerun reuses
@@ -29,8 +29,11 @@ pytestmark = [pytest.mark.flows, pytest.mark.model]
 REPO = Path(__file__).resolve().parents[2]
 DEMO = str(REPO / "configs" / "demo.yaml")
 EPOCHS = 30
-"""The demo's JMASA epochs."""
+"""The small demo's JMASA epochs (the demo's 750 steps: 200 tweets x 30 epochs; the demo
+trains 600 tweets for 10)."""
 SMALL = [
+    "data.synthetic.n_train=200",
+    f"jmasa.train.epochs={EPOCHS}",
     "fgca.synthetic_images=120",
     "fgca.n_train=84",
     "fgca.n_val=18",
@@ -39,7 +42,7 @@ SMALL = [
     "data.synthetic.n_dev=30",
 ]
 """The small demo: half the demo's FGCA images and 12 aligner epochs (the demo: 240 and 8),
-30 dev tweets (50); the JMASA model trains on the demo's 200 tweets for its 30 epochs. The
+30 dev tweets (50), 200 training tweets (600) for 30 JMASA epochs (10): as many steps. The
 aligner is most of the demo's time; this one covered 0.84 of the test aspects in one run
 (``aligner.negatives`` 0.1; at 0.3 it was 0.47, see EXPERIMENTS.md)."""
 
