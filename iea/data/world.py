@@ -12,8 +12,9 @@ Distractors are degraded copies of a class, each a kind the region filters exist
 * ``speck``: a tiny copy (both sides below the paper's ``t_size`` = 25 px);
 * ``blurred``: a normal-size copy, Gaussian-blurred (Laplacian variance far below
   ``t_clarity`` = 100 after JPEG);
-* ``faint``: a normal-size, sharp copy at low contrast against the background (a SAM trained
-  on this world segments it poorly, so its predicted IoU is low and ``t_conf`` drops it).
+* ``faint``: a normal-size, sharp copy at low contrast against the background (the SAM trained
+  on this world learns it as an unsure instance, so its predicted IoU is low and ``t_conf``
+  drops it: :data:`iea.recipes.sam.FAINT_IOU_SCALE`).
 
 On tweets a distractor copies a class that the tweet mentions, with another polarity, so a kept
 distractor next to its phrase misleads the model. A distractor stands free of the objects and
