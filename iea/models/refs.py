@@ -206,8 +206,12 @@ def hub_offline() -> bool:
 
 @functools.cache
 def _source_digest(modules: tuple[str, ...]) -> str:
-    """8 hex digits of the source text of ``modules`` (found without importing them), read
-    once per process, so one run keeps one identity even if the files change under it."""
+    """8 hex digits of the code of ``modules`` (found without importing them), read once per
+    process, so one run keeps one identity even if the files change under it. The code is the
+    parsed syntax tree without its string statements (docstrings, attribute docstrings):
+    editing a comment, a docstring or the layout keeps the models, any other edit renames
+    them. (Python versions may dump a tree differently: then the cache builds anew.)"""
+    import ast
     import hashlib
     import importlib.util
 
@@ -216,8 +220,32 @@ def _source_digest(modules: tuple[str, ...]) -> str:
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
             raise ValueError(f"tiny-model recipe module {name!r} not found")
-        h.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
+        tree = ast.parse(Path(spec.origin).read_bytes(), filename=spec.origin)
+        h.update(name.encode() + b"\0" + ast.dump(_without_docstrings(tree)).encode())
     return h.hexdigest()[:8]
+
+
+def _without_docstrings(tree):
+    """``tree`` with every statement that is only a string constant removed (a body left
+    empty gets ``pass``)."""
+    import ast
+
+    for node in ast.walk(tree):
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or not body or not isinstance(body[0], ast.stmt):
+                continue
+            kept = [
+                st
+                for st in body
+                if not (
+                    isinstance(st, ast.Expr)
+                    and isinstance(st.value, ast.Constant)
+                    and isinstance(st.value.value, str)
+                )
+            ]
+            setattr(node, field, kept or [ast.Pass()])
+    return tree
 
 
 def tiny_identity(name: str, *, seed: int = 0) -> str:

@@ -185,12 +185,23 @@ def test_trained_recipes_are_named_by_their_source(tmp_path, monkeypatch):
 
     from iea.models import refs
 
-    (tmp_path / "recipe_a.py").write_text("STEPS = 1\n")
-    (tmp_path / "recipe_b.py").write_text("STEPS = 2\n")
+    (tmp_path / "recipe_a.py").write_text("STEPS = 1\n\n\ndef f():\n    return STEPS\n")
+    (tmp_path / "recipe_b.py").write_text("STEPS = 2\n\n\ndef f():\n    return STEPS\n")
+    (tmp_path / "recipe_d.py").write_text('def f():\n    """Only a docstring."""\n')
     monkeypatch.syspath_prepend(str(tmp_path))
     a = refs._source_digest(("recipe_a",))
     assert a == refs._source_digest(("recipe_a",)) and len(a) == 8
     assert a != refs._source_digest(("recipe_b",))
+    assert len(refs._source_digest(("recipe_d",))) == 8  # an emptied body still parses
+    # recipe_a again with docstrings, comments and another layout: no code changed, the same
+    # models; the digest is read once per process, so a new process (cache_clear) reads it
+    (tmp_path / "recipe_a.py").write_text(
+        '"""A recipe."""\nSTEPS = (1)  # one\n"""How many."""\n\ndef f():\n    """F."""\n'
+        "    return STEPS\n"
+    )
+    assert refs._source_digest(("recipe_a",)) == a
+    refs._source_digest.cache_clear()
+    assert refs._source_digest(("recipe_a",)) == a
     name = refs.tiny_identity("tiny-sam-world", seed=2)
     assert (
         name.startswith(f"tiny-sam-world-seed2-v{TINY_VERSION}-") and len(name.split("-")[-1]) == 8
@@ -198,7 +209,9 @@ def test_trained_recipes_are_named_by_their_source(tmp_path, monkeypatch):
     assert refs.tiny_identity("tiny-qwen3", seed=2) == f"tiny-qwen3-seed2-v{TINY_VERSION}"
     with pytest.raises(ValueError, match="not found"):
         refs._source_digest(("no_such_recipe_module",))
-    sys.modules.pop("recipe_a", None)
+    refs._source_digest.cache_clear()
+    for m in ("recipe_a", "recipe_b", "recipe_d"):
+        sys.modules.pop(m, None)
 
 
 def _fake_tiny(monkeypatch, calls: list):
