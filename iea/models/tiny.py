@@ -340,9 +340,9 @@ class TinySpec:
     ``kind``: what it is (``vlm``, ``causal_lm`` or ``sam``); ``builder``: ``"module:function"``
     of a ``builder(path, seed) -> path`` (named, not imported: the trained recipes in
     :mod:`iea.recipes` use the models package, so it cannot import them); ``sources``: the
-    modules whose code (docstrings aside) decides what is built (hashed into the cache folder name, so a
-    changed recipe is rebuilt without a hand-bumped version); ``minutes``: a rough build time
-    on two CPU cores, for messages.
+    modules whose code (docstrings aside) decides what is built (hashed into the cache folder
+    name, so a changed recipe is rebuilt without a hand-bumped version); ``minutes``: a rough
+    build time on two CPU cores, for messages.
     """
 
     kind: str
