@@ -218,6 +218,6 @@ def test_stage_training_settings_reach_the_engine():
     )
     a, j = finetune_config(s.aligner, s.runtime.seed), finetune_config(s.jmasa, s.runtime.seed)
     assert (a.patience, a.eval_every, a.epochs, a.seed) == (3, 2, s.aligner.train.epochs, 0)
-    assert (j.patience, j.seed, j.epochs) == (0, 4, 30)
+    assert (j.patience, j.seed, j.epochs) == (0, 4, s.jmasa.train.epochs)
     with pytest.raises(Exception, match="patience"):
         load_settings(REPO / "configs/demo.yaml", ["jmasa.train.patience=-1"], env={})
