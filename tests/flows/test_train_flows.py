@@ -654,15 +654,18 @@ def test_retrain_killed_in_fine_tuning_resumes_to_the_same_registered_model(
     assert json.loads((work / "result.json").read_text())["resumed_from"] is None
     uninterrupted = _weights(work / "model")
     assert registered.keys() == uninterrupted.keys()
-    # Equal to float32 rounding: on an Intel AVX-512 machine one entry of the 121088 in the
-    # trained embeddings came out 2e-6 apart (7.5e-5 relative), the same in every run and with
-    # MKL's reproducible mode on (MKL_CBWR=AUTO). A resume that lost or repeated a step, the
-    # optimiser's state or the data order moves the weights by up to the learning rate (0.01)
-    # an entry per step.
+    # Equal but for float32 rounding carried through the later steps: on Intel AVX-512
+    # machines one entry of the 121088 in the trained embeddings came out 2e-6 apart (session
+    # 19, the same with MKL's reproducible mode on), and 2 of a LoRA matrix's 2048 entries 7e-5
+    # apart (session 21). A resume that lost or repeated a step, the optimiser's state or the
+    # data order moves nearly every trained entry, each by up to that step's learning rate
+    # (0.01 falling to 4e-4 at the last of 25): so at most 1% of a tensor's entries may stray
+    # from float32 rounding, and none by 1e-3.
     for k, v in uninterrupted.items():
-        torch.testing.assert_close(
-            registered[k], v, rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}"
-        )
+        r = registered[k].float()
+        strays = ~torch.isclose(r, v.float(), rtol=1e-4, atol=1e-5)
+        assert strays.float().mean() <= 0.01, (k, int(strays.sum()), strays.numel())
+        torch.testing.assert_close(r, v.float(), rtol=0, atol=1e-3, msg=lambda m, k=k: f"{k}: {m}")
     assert again["dev"]["jmasa_f1"] == pytest.approx(out["dev"]["jmasa_f1"])
 
 
