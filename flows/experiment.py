@@ -246,7 +246,7 @@ def ablation_experiment(
     if thresholds:
         runs += _fixed_model_runs(config, overrides, settings, full_models, logger)
     summary = summarise(runs, ("jmasa_f1", "mate_f1", "masc_acc", "coverage_test"))
-    claims = check_claims(summary)
+    claims = check_claims(summary, runs=runs)
     text = markdown_table(summary, ("jmasa_f1", "mate_f1", "masc_acc", "coverage_test"))
     text += "\n\n" + claims_markdown(claims) + "\n"
     with tracking.start_run(settings, "ablation_experiment", tags={"stage": "experiment"}):

@@ -8,6 +8,7 @@ from iea.experiment import (
     ROWS,
     Run,
     above,
+    above_paired,
     at_least,
     check_claims,
     claims_markdown,
@@ -62,6 +63,26 @@ def test_claims_cover_every_row_run_and_render():
     assert "| full | 100% | config | 0.810 ± 0.014 |" in table
     assert "0.717 / 0.721" in table and "0.684 / —" in table  # the paper's cells we have
     assert "DOES NOT HOLD: full > no_nmi" in claims_markdown(check_claims(summary))
+
+
+def test_test_time_threshold_claims_pair_each_seeds_model():
+    """Each seed's model at two thresholds moves with the model: the spread between seeds is
+    not noise in the difference, so the test-time comparison is paired by seed."""
+    cfg = _runs("full", [0.60, 0.70, 0.80])
+    ev = _runs("full", [0.53, 0.63, 0.74], thresholds="keep_all:eval")  # 0.07, 0.07, 0.06 lower
+    summary = summarise(cfg + ev)
+    name = "config thresholds > keep_all, at test only, by >= 0.05"
+    unpaired = {c.text: c for c in check_claims(summary)}[name]
+    paired = {c.text: c for c in check_claims(summary, runs=cfg + ev)}[name]
+    assert not unpaired.holds  # 2 x pooled sd ~0.2: the models' spread swamps 0.067
+    assert paired.holds and "paired over 3 seeds: diff +0.067" in paired.detail
+    # the same mean difference, all of it from one seed: within the differences' noise
+    flip = _runs("full", [0.40, 0.70, 0.80], thresholds="keep_all:eval")
+    flip_claims = {c.text: c for c in check_claims(summarise(cfg + flip), runs=cfg + flip)}
+    assert not flip_claims[name].holds
+    assert not above_paired("one seed short of the margin", [0.70], [0.66], 0.05).holds
+    with pytest.raises(ValueError, match="paired"):
+        above_paired("x", [0.7, 0.8], [0.6], 0.05)
 
 
 def test_fraction_rows_train_about_the_steps_of_the_whole_set():
