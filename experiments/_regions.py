@@ -19,6 +19,17 @@ def split_args(doc: str) -> argparse.Namespace:
     return ap.parse_args()
 
 
+def aligned_split_parser(doc: str) -> argparse.ArgumentParser:
+    """The command line of a script that reads one split through :func:`aligned_split`:
+    ``--config``, ``--tweets``, ``--images`` and ``--aligner`` (required); a script adds more."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--tweets", required=True, type=Path)
+    ap.add_argument("--images", required=True, type=Path)
+    ap.add_argument("--aligner", required=True, type=Path)
+    return ap
+
+
 def aligned_split(config: str, tweets_file: Path, images: Path, aligner: Path):
     """``(tweets, inputs, aligned)``: :class:`iea.jmasa.TweetInput` per tweet and its regions
     aligned by the aligner saved in ``aligner`` (a ``.../aligner/<key>/model`` folder)."""

@@ -19,7 +19,6 @@ instructions are the ones it was trained and scored with.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -50,11 +49,9 @@ def _held_to(generate, allow: list[list[int]]):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--tweets", required=True, type=Path)
-    ap.add_argument("--images", required=True, type=Path)
-    ap.add_argument("--aligner", required=True, type=Path)
+    from _regions import aligned_split_parser
+
+    ap = aligned_split_parser(__doc__)
     ap.add_argument("models", nargs="+", type=Path, help="outputs/work/models/jmasa/<key> folders")
     args = ap.parse_args()
 

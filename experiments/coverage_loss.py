@@ -17,18 +17,14 @@ Interpretations and alignments come from the store's caches when present (same c
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
-from pathlib import Path
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--tweets", required=True, type=Path)
-    ap.add_argument("--images", required=True, type=Path)
-    ap.add_argument("--aligner", required=True, type=Path)
+    from _regions import aligned_split_parser
+
+    ap = aligned_split_parser(__doc__)
     ap.add_argument("--show", type=int, default=5, help="misses to print")
     args = ap.parse_args()
 

@@ -21,7 +21,6 @@ Interpretations and alignments come from the store's caches when present (same c
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -44,12 +43,10 @@ def rotate(description: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--tweets", required=True, type=Path)
-    ap.add_argument("--images", required=True, type=Path)
+    from _regions import aligned_split_parser
+
+    ap = aligned_split_parser(__doc__)
     ap.add_argument("--jmasa", required=True, type=Path)
-    ap.add_argument("--aligner", required=True, type=Path)
     ap.add_argument("--ablation", default="full", help="the layout the model was trained on")
     args = ap.parse_args()
 
