@@ -167,6 +167,7 @@ def ablation_experiment(
     out: str | None = None,
     equal_steps: bool = True,
     workers: int = 1,
+    n_test: int | None = None,
 ) -> dict:
     """Train every (row, seed), every data fraction (``full`` and ``no_aligner_nmi``;
     :func:`iea.experiment.fraction_overrides`, ``equal_steps``) and, with ``thresholds``,
@@ -179,11 +180,25 @@ def ablation_experiment(
     sequence; one trained with another thread count is another draw of the same training (its
     sums split differently, its numbers can differ as a seed's do), so a table mixes them only
     as it mixes seeds.
+
+    ``n_test`` (synthetic worlds only) scores every model on that many test tweets: the world
+    draws its splits in order (train, dev, test) from one seed, so a longer test split leaves
+    train and dev, and so every training, as they are. An explicit ``data.synthetic.n_test``
+    in ``overrides`` wins.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    logger = get_run_logger()
     overrides = list(overrides or [])
+    if n_test is not None:
+        if n_test < 1:
+            raise ValueError(f"n_test must be >= 1, got {n_test}")
+        if load_settings(config, overrides).data.source != "synthetic":
+            raise ValueError(
+                "n_test sets the synthetic world's test split; this config reads files "
+                "(data.source is not synthetic): leave n_test out"
+            )
+        overrides = [f"data.synthetic.n_test={n_test}", *overrides]
+    logger = get_run_logger()
     settings = load_settings(config, overrides)
     seeds = list(seeds if seeds is not None else [0, 1, 2])
     rows = list(rows or ROWS)
@@ -257,6 +272,9 @@ def ablation_experiment(
                 "fractions": json.dumps(fractions),
                 "thresholds": thresholds,
                 "equal_steps": equal_steps,
+                "test_tweets": settings.data.synthetic.n_test
+                if settings.data.source == "synthetic"
+                else None,
             }
         )
         for r in runs:
@@ -272,6 +290,9 @@ def ablation_experiment(
         Path(out).write_text(text)
     print(text)
     return {
+        "test_tweets": settings.data.synthetic.n_test
+        if settings.data.source == "synthetic"
+        else None,
         "table": text,
         "claims": [{"claim": c.text, "holds": c.holds, "detail": c.detail} for c in claims],
         "runs": [r.__dict__ for r in runs],

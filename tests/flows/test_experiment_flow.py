@@ -27,13 +27,13 @@ def test_workers_train_every_job_once_and_sequence_reuses_them(tmp_path, model_c
         f"runtime.model_cache={model_cache}",
         "data.synthetic.n_train=8",
         "data.synthetic.n_dev=4",
-        "data.synthetic.n_test=4",
         "jmasa.model=tiny-qwen3-vl",
         "jmasa.train.epochs=1",
         "jmasa.train.max_new_tokens=8",
     ]
-    kw = dict(seeds=[0, 1], rows=["no_aligner_nmi", "text_only"], thresholds=False)
+    kw = dict(seeds=[0, 1], rows=["no_aligner_nmi", "text_only"], thresholds=False, n_test=4)
     parallel = ablation_experiment(DEMO, overrides, workers=2, **kw)
+    assert parallel["test_tweets"] == 4  # the demo's 50 otherwise
     runs = parallel["runs"]
     assert sorted((r["row"], r["seed"]) for r in runs) == [
         ("no_aligner_nmi", 0),
@@ -58,3 +58,11 @@ def test_workers_train_every_job_once_and_sequence_reuses_them(tmp_path, model_c
 def test_workers_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="workers"):
         ablation_experiment.fn(DEMO, [f"data.work_dir={tmp_path}"], workers=0)
+
+
+def test_test_split_is_only_for_a_synthetic_world(tmp_path):
+    with pytest.raises(ValueError, match="n_test must be >= 1"):
+        ablation_experiment.fn(DEMO, [f"data.work_dir={tmp_path}"], n_test=0)
+    files = str(Path(DEMO).parent / "paper.yaml")
+    with pytest.raises(ValueError, match="reads files"):
+        ablation_experiment.fn(files, [f"data.work_dir={tmp_path}"], n_test=200)

@@ -116,3 +116,24 @@ def test_mention_order_stands_objects_in_the_texts_order():
     assert shuffled_somewhere  # the default world's order says nothing about the text's
     with pytest.raises(ValueError, match="mention_order_rate"):
         WorldSettings(mention_order_rate=1.2)
+
+
+def test_a_longer_test_split_leaves_train_and_dev_as_they_are(tmp_path):
+    """The world draws train, dev, then test from one seed, so ``n_test`` only appends test
+    tweets: ``iea experiment ablations --n-test`` scores the same trainings on more tweets."""
+    from iea.data.synthetic import generate
+    from iea.data.twitter import read_file, split_file
+
+    short = generate(tmp_path / "short", n_train=6, n_dev=3, n_test=2, seed=5)
+    long = generate(tmp_path / "long", n_train=6, n_dev=3, n_test=5, seed=5)
+
+    def split(ds, name):
+        return read_file(ds.format, split_file(ds.format, ds.annotations, name))
+
+    for name in ("train", "dev"):
+        assert split(short, name) == split(long, name)
+    assert split(long, "test")[:2] == split(short, "test")
+    assert len(split(long, "test")) == 5
+    for tweet in split(short, "test"):
+        a = (short.images / tweet.image_id).read_bytes()
+        assert a == (long.images / tweet.image_id).read_bytes()
