@@ -325,7 +325,7 @@ def ensure_tiny(
             return final
         if progress is not None:
             minutes = TINY_BUILDERS[name].minutes
-            about = f", about {minutes:g} min on 2 CPU cores" if minutes else ""
+            about = f", {minutes[0]:g}-{minutes[1]:g} min on 2 CPU cores" if minutes else ""
             progress(f"building {name} (seed {seed}) into {final.parent}: once per cache{about}")
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:

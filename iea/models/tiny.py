@@ -342,13 +342,14 @@ class TinySpec:
     :mod:`iea.recipes` use the models package, so it cannot import them); ``sources``: the
     modules whose code (docstrings aside) decides what is built (hashed into the cache folder
     name, so a changed recipe is rebuilt without a hand-bumped version); ``minutes``: a rough
-    build time on two CPU cores, for messages.
+    build time on two CPU cores, for messages: ``(fastest, slowest)`` over the machine kinds the
+    recipes were built on (an AVX-512 machine alone; an AVX2-only one beside the test suite).
     """
 
     kind: str
     builder: str
     sources: tuple[str, ...] = ()
-    minutes: float = 0.0
+    minutes: tuple[float, float] | None = None
 
 
 TINY_BUILDERS: dict[str, TinySpec] = {
@@ -358,7 +359,7 @@ TINY_BUILDERS: dict[str, TinySpec] = {
         "causal_lm",
         "iea.recipes.copier:build_tiny_qwen3_fgca",
         ("iea.recipes.copier", "iea.align.prompts", "iea.data.synthetic", "iea.models.tiny"),
-        2.5,
+        (2.5, 6),
     ),
     "tiny-qwen3-vl-interp": TinySpec(
         "vlm",
@@ -374,10 +375,13 @@ TINY_BUILDERS: dict[str, TinySpec] = {
             "iea.models.tiny",
             "iea.models.finetune",
         ),
-        1.5,
+        (4, 12),
     ),
     "tiny-sam-world": TinySpec(
-        "sam", "iea.recipes.sam:build", ("iea.recipes.sam", "iea.data.world", "iea.models.sam"), 4.0
+        "sam",
+        "iea.recipes.sam:build",
+        ("iea.recipes.sam", "iea.data.world", "iea.models.sam"),
+        (2.5, 7),
     ),
 }
 """``tiny-…`` reference -> its :class:`TinySpec`. ``tiny-qwen3-fgca`` is ``tiny-qwen3``
