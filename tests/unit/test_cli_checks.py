@@ -29,6 +29,10 @@ def test_experiment_rejects_unknown_rows_and_bad_fractions():
         app, ["experiment", "ablations", "--config", str(PAPER), "--fractions", "0,2"]
     )
     assert res.exit_code == 1 and "--fractions" in res.output
+    res = CliRunner().invoke(
+        app, ["experiment", "ablations", "--config", str(PAPER), "--n-test", "0"]
+    )
+    assert res.exit_code == 1 and "--n-test must be >= 1" in res.output
 
 
 def test_config_is_repeatable_on_commands_and_every_file_error_is_named(tmp_path):
