@@ -17,7 +17,9 @@ def test_train_jmasa_without_images_stops_at_once_naming_the_setting():
     res = CliRunner().invoke(app, ["train", "jmasa", "--config", str(PAPER)])
     assert res.exit_code == 1
     assert "data.images is not set" in res.output and str(PAPER) in res.output
-    assert time.perf_counter() - t0 < 5  # no model build, no flow, no preprocessing
+    # No model build (minutes), no flow, no preprocessing; 30 s, not 5: a loaded machine took
+    # over 5 s to import the CLI's modules (session 23, an experiment beside the tests).
+    assert time.perf_counter() - t0 < 30
 
 
 def test_experiment_rejects_unknown_rows_and_bad_fractions():
