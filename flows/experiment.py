@@ -192,14 +192,16 @@ def ablation_experiment(
     if n_test is not None:
         if n_test < 1:
             raise ValueError(f"n_test must be >= 1, got {n_test}")
-        if load_settings(config, overrides).data.source != "synthetic":
-            raise ValueError(
-                "n_test sets the synthetic world's test split; this config reads files "
-                "(data.source is not synthetic): leave n_test out"
-            )
         overrides = [f"data.synthetic.n_test={n_test}", *overrides]
-    logger = get_run_logger()
     settings = load_settings(config, overrides)
+    synthetic = settings.data.source == "synthetic"
+    if n_test is not None and not synthetic:
+        raise ValueError(
+            "n_test sets the synthetic world's test split; this config reads files "
+            "(data.source is not synthetic): leave n_test out"
+        )
+    test_tweets = settings.data.synthetic.n_test if synthetic else None
+    logger = get_run_logger()
     seeds = list(seeds if seeds is not None else [0, 1, 2])
     rows = list(rows or ROWS)
     fractions = sorted({float(f) for f in (fractions or [1.0])} | {1.0})
@@ -272,9 +274,7 @@ def ablation_experiment(
                 "fractions": json.dumps(fractions),
                 "thresholds": thresholds,
                 "equal_steps": equal_steps,
-                "test_tweets": settings.data.synthetic.n_test
-                if settings.data.source == "synthetic"
-                else None,
+                "test_tweets": test_tweets,
             }
         )
         for r in runs:
@@ -290,9 +290,7 @@ def ablation_experiment(
         Path(out).write_text(text)
     print(text)
     return {
-        "test_tweets": settings.data.synthetic.n_test
-        if settings.data.source == "synthetic"
-        else None,
+        "test_tweets": test_tweets,
         "table": text,
         "claims": [{"claim": c.text, "holds": c.holds, "detail": c.detail} for c in claims],
         "runs": [r.__dict__ for r in runs],
