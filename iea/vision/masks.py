@@ -12,16 +12,26 @@ makes the same decisions in another order:
 3. a stability pre-filter on the low-resolution logits (cropped to the image's part of the
    padded input): a mask whose low-resolution stability is more than ``stability_margin``
    under ``stability_score_thresh`` is dropped without upsampling;
-4. the rest are upsampled exactly as stock (``Sam.postprocess_masks``), in chunks of
-   ``points_per_batch``, and get stock's exact stability score, cut and box; only the boxes and
-   scores are kept;
+4. the rest get stock's stability score, cut and box from their full-resolution logits, and
+   only the boxes and scores are kept. On the CPU each mask is upsampled only over its
+   **window**: ``Sam.postprocess_masks``' two bilinear resizes are linear and separable, so
+   they are one matrix product ``A_y @ low @ A_x.T`` (``A_y``: ``H x side`` rows of weights,
+   read off the resizes themselves), and since the weights are non-negative and sum to one, a
+   pixel can exceed ``threshold - offset`` (the stability's lower cut, below the mask and the
+   upper cut) only where a low-resolution logit it reads does. Outside the window every
+   pixel is at or below both cuts, so the counts and the box come from the window alone. On
+   other devices the masks are upsampled whole, in chunks of ``points_per_batch``, exactly as
+   stock (one host sync an image);
 5. box NMS as stock (``batched_nms`` over the same boxes and scores in the same order);
-6. only the masks NMS keeps are upsampled again and thresholded, as boolean arrays (no run
-   lengths).
+6. only the masks NMS keeps are upsampled again (the same way) and thresholded, as boolean
+   arrays (no run lengths).
 
-So the output (records in stock's order, with stock's keys) equals stock's except where step 3
-drops a mask that stock's full-resolution stability would have kept (a mask whose stability
-rises by more than ``stability_margin`` with resolution); ``benchmarks/interpret.py`` counts
+So the output (records in stock's order, with stock's keys) equals stock's except (a) where
+step 3 drops a mask that stock's full-resolution stability would have kept (a mask whose
+stability rises by more than ``stability_margin`` with resolution), and (b) on the CPU, at
+pixels whose logit lies within float32 rounding of a cut (the matrix product sums in another
+order than the resizes: up to 1.5e-5 apart on logits up to 80 in magnitude, about 3 pixels in a
+million within that distance of a cut on the demo world). ``benchmarks/interpret.py`` counts
 such differences. Not supported (use the stock generator): ``crop_n_layers`` > 0 and
 ``min_mask_region_area`` > 0.
 
@@ -66,6 +76,8 @@ class FastMaskGenerator:
         self.stability_score_offset = stability_score_offset
         self.box_nms_thresh = box_nms_thresh
         self.stability_margin = stability_margin
+        self._matrices: tuple[torch.Tensor, ...] = ()
+        self._matrices_key: tuple | None = None
         self.last_stats: dict[str, int] = {}
         """Counts of the last ``generate``: prompts' masks, after the IoU cut, upsampled for
         scoring, after the stability cut, kept by NMS."""
@@ -156,13 +168,98 @@ class FastMaskGenerator:
         return records
 
     def _full(self, low_res: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Full-resolution logits of masks ``ids`` (``len(ids) x H x W``), as stock."""
+        """Full-resolution logits of masks ``ids`` (``len(ids) x H x W``); on the CPU only
+        their windows (outside, ``-1e4``: below every cut)."""
         p = self.predictor
-        return p.model.postprocess_masks(low_res[ids][:, None], p.input_size, p.original_size)[:, 0]
+        if low_res.device.type != "cpu":
+            return p.model.postprocess_masks(low_res[ids][:, None], p.input_size, p.original_size)[
+                :, 0
+            ]
+        x = low_res[ids]
+        out = torch.full((len(ids), *p.original_size), -1e4, dtype=low_res.dtype)
+        for k, w in enumerate(self._windows(x)):
+            if w is not None:
+                out[k, w[0] : w[1], w[2] : w[3]] = torch.from_numpy(self._window_logits(x[k], w))
+        return out
+
+    def _resize_matrices(self, side: int) -> tuple[torch.Tensor, ...]:
+        """``(A_y, A_x, first_y, last_y, first_x, last_x)`` for low-resolution masks of
+        ``side x side``: ``A_y @ low @ A_x.T`` is ``Sam.postprocess_masks`` (``A_y``:
+        ``H x side``, ``A_x``: ``W x side``); ``first``/``last``: the first and last
+        low-resolution row (column) each output row (column) reads. Cached per image size."""
+        p = self.predictor
+        key = (side, p.input_size, p.original_size)
+        if self._matrices_key != key:
+            img = p.model.image_encoder.img_size
+            a_y = _resize_matrix(side, img, p.input_size[0], p.original_size[0])
+            a_x = _resize_matrix(side, img, p.input_size[1], p.original_size[1])
+            self._matrices = (a_y, a_x, *_reads(a_y), *_reads(a_x))
+            self._matrices_key = key
+        return self._matrices
+
+    def _windows(self, x: torch.Tensor) -> list[list[int] | None]:
+        """Per mask of ``x`` (``n x side x side`` low-resolution logits, CPU): the output
+        rows ``r0:r1`` and columns ``c0:c1`` where a pixel can exceed ``threshold -
+        offset``, and the low-resolution rows ``i0:i1`` and columns ``j0:j1`` they read, as
+        ``[r0, r1, c0, c1, i0, i1, j0, j1]``; None where no pixel can."""
+        a_y, _, first_y, last_y, first_x, last_x = self._resize_matrices(x.shape[-1])
+        side = x.shape[-1]
+        hot = x > self.predictor.model.mask_threshold - self.stability_score_offset
+        rows, cols = hot.any(2), hot.any(1)  # n x side each
+        lo_i, hi_i = rows.int().argmax(1), side - 1 - rows.flip(1).int().argmax(1)
+        lo_j, hi_j = cols.int().argmax(1), side - 1 - cols.flip(1).int().argmax(1)
+        # output rows reading a hot row: their last read >= lo_i and first read <= hi_i
+        r0, r1 = torch.searchsorted(last_y, lo_i), torch.searchsorted(first_y, hi_i, right=True)
+        c0, c1 = torch.searchsorted(last_x, lo_j), torch.searchsorted(first_x, hi_j, right=True)
+        some = rows.any(1) & (r1 > r0) & (c1 > c0)
+        i0 = first_y[r0.clamp(max=len(first_y) - 1)]
+        i1 = last_y[(r1 - 1).clamp(min=0)] + 1
+        j0 = first_x[c0.clamp(max=len(first_x) - 1)]
+        j1 = last_x[(c1 - 1).clamp(min=0)] + 1
+        windows = torch.stack([r0, r1, c0, c1, i0, i1, j0, j1], 1).tolist()  # one sync
+        return [w if ok else None for w, ok in zip(windows, some.tolist(), strict=True)]
+
+    def _window_logits(self, low: torch.Tensor, w: list[int]) -> np.ndarray:
+        """The full-resolution logits of one ``side x side`` mask over its window ``w``."""
+        a_y, a_x = self._matrices[0], self._matrices[1]
+        r0, r1, c0, c1, i0, i1, j0, j1 = w
+        return (a_y[r0:r1, i0:i1] @ low[i0:i1, j0:j1] @ a_x[c0:c1, j0:j1].T).numpy()
 
     def _decide_full(self, low_res: torch.Tensor, idx: torch.Tensor):
         """Stock's stability cut and boxes on the full-resolution logits of masks ``idx``
-        (upsampled in chunks, only the scores and boxes kept): (ids, boxes, stability)."""
+        (only the scores and boxes kept): (ids, boxes, stability)."""
+        if low_res.device.type != "cpu":
+            return self._decide_upsampled(low_res, idx)
+        threshold, offset = self.predictor.model.mask_threshold, self.stability_score_offset
+        x = low_res[idx]
+        inter, union, boxes = [], [], []
+        for k, w in enumerate(self._windows(x)):
+            box = (0, 0, 0, 0)  # stock's box of an empty mask
+            if w is None:
+                inter.append(0)
+                union.append(0)
+            else:
+                y = self._window_logits(x[k], w)
+                inter.append(int(np.count_nonzero(y > threshold + offset)))
+                union.append(int(np.count_nonzero(y > threshold - offset)))
+                mask = y > threshold
+                rows = np.flatnonzero(mask.any(1))
+                if len(rows):
+                    cols = np.flatnonzero(mask.any(0))
+                    box = (w[2] + cols[0], w[0] + rows[0], w[2] + cols[-1], w[0] + rows[-1])
+            boxes.append(box)
+        # int32 / int32 as stock's calculate_stability_score: 0 / 0 is nan
+        stability = torch.tensor(inter, dtype=torch.int32) / torch.tensor(union, dtype=torch.int32)
+        box_t = torch.tensor(boxes, dtype=torch.long).reshape(-1, 4)
+        good = (
+            stability >= self.stability_score_thresh
+            if self.stability_score_thresh > 0.0
+            else torch.ones_like(stability, dtype=torch.bool)
+        )
+        return idx[good], box_t[good], stability[good]
+
+    def _decide_upsampled(self, low_res: torch.Tensor, idx: torch.Tensor):
+        """:meth:`_decide_full` off the CPU: whole masks upsampled in chunks, as stock."""
         from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score
 
         threshold = self.predictor.model.mask_threshold
@@ -183,3 +280,24 @@ class FastMaskGenerator:
             empty = torch.zeros(0, dtype=torch.long, device=low_res.device)
             return empty, torch.zeros((0, 4), device=low_res.device), torch.zeros(0)
         return torch.cat(kept), torch.cat(boxes), torch.cat(stability)
+
+
+def _resize_matrix(side: int, img_size: int, used: int, out: int) -> torch.Tensor:
+    """``out x side`` float32 weights of ``Sam.postprocess_masks`` along one axis: bilinear
+    ``side -> img_size``, keep the first ``used`` (the image's part of the padded input),
+    bilinear ``used -> out``; read off the same two ``F.interpolate`` calls on the identity."""
+    import torch.nn.functional as F
+
+    eye = torch.eye(side, dtype=torch.float32)[None, None]
+    a = F.interpolate(eye, (img_size, side), mode="bilinear", align_corners=False)[..., :used, :]
+    a = F.interpolate(a, (out, side), mode="bilinear", align_corners=False)
+    return a[0, 0].contiguous()
+
+
+def _reads(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and last column with a non-zero weight, per row of ``a`` (both non-decreasing
+    down the rows, as a resize reads)."""
+    nz = a > 0
+    first = nz.int().argmax(1)
+    last = a.shape[1] - 1 - nz.flip(1).int().argmax(1)
+    return first.contiguous(), last.contiguous()
