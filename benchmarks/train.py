@@ -17,10 +17,6 @@ alternating over ``--paths`` (``--repeats`` rounds):
   reports the median samples/s and non-padding target tokens/s over the steps after the first
   (warm-up), the median step time, the padding share of the batches, and the process's peak
   memory (max RSS on CPU, ``max_memory_allocated`` on CUDA);
-* side by side: every path once more in one process, the paths taking turns step by step
-  (one thread each, only one running at a time), so that the machine's load falls on all of
-  them alike: the median target tokens/s and the ratio to naive (the separate processes'
-  ratios move with the load between them);
 * inference: greedy generation of the pairs for ``--infer`` tweets in batches; tweets/s
   (the same code in both paths).
 
@@ -157,75 +153,6 @@ def _child(args: argparse.Namespace, path: str, queue) -> None:
     queue.put(_run(args, path))
 
 
-def _side_by_side(args: argparse.Namespace, paths: list[str], queue) -> None:
-    """Every path's training in one process, one thread each, taking turns step by step
-    (round robin: only the path whose turn it is runs, its encoding included), so that the
-    machine's load falls on all of them alike; puts ``{path: [target tokens/s per step]}``."""
-    import threading
-
-    items, aligned = _inputs(args.steps * args.batch_size, args.regions)
-    examples, _ = jmasa_examples(items, aligned)
-    cond = threading.Condition()
-    state: dict = {"turn": paths[0], "done": set(), "error": None}
-    rates: dict[str, list[float]] = {p: [] for p in paths}
-
-    def pass_turn(path: str) -> None:  # under cond
-        left = [p for p in paths[paths.index(path) + 1 :] + paths if p not in state["done"]]
-        state["turn"] = left[0] if left else None
-        cond.notify_all()
-
-    prepared = {}
-    for path in paths:  # loaded one after another before the first turn
-        model, processor = load_vlm(args.model, device=args.device)
-        g, split, target, vision = PATHS[path]
-        cfg = FinetuneConfig(
-            epochs=1,
-            learning_rate=5e-3,
-            batch_size=args.batch_size,
-            lora_dropout=0.0,
-            modules_to_save=("embed_tokens",),
-            group_by_length=g,
-            split_by_length=split,
-            target_logits=target,
-            cache_vision=vision,
-        )
-        prepared[path] = (prepare_model(model, cfg), processor, cfg)
-
-    def worker(path: str) -> None:
-        model, processor, cfg = prepared[path]
-
-        def log(m: dict, step: int) -> None:
-            if "train.tokens_per_s" not in m:
-                return
-            rates[path].append(m["train.tokens_per_s"])
-            with cond:
-                if step >= args.steps:
-                    state["done"].add(path)
-                pass_turn(path)
-                if path not in state["done"]:
-                    cond.wait_for(lambda: state["turn"] == path)
-
-        with cond:
-            cond.wait_for(lambda: state["turn"] == path)
-        try:
-            with tempfile.TemporaryDirectory() as out:
-                train(model, processor, examples, cfg, out_dir=out, log=log)
-        except BaseException as e:  # noqa: BLE001 - reported by the parent
-            state["error"] = f"{path}: {e!r}"
-        finally:
-            with cond:
-                state["done"].add(path)
-                if state["turn"] in (path, None):
-                    pass_turn(path)
-
-    threads = [threading.Thread(target=worker, args=(p,)) for p in paths]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    queue.put({"rates": rates, "error": state["error"]})
-
-
 def main() -> None:
     import multiprocessing as mp
 
@@ -255,13 +182,6 @@ def main() -> None:
             if proc.exitcode:
                 sys.exit(f"{path} run failed (exit {proc.exitcode})")
             print(json.dumps(runs[-1]), flush=True)
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_side_by_side, args=(args, paths, queue))
-    proc.start()
-    pair = queue.get()
-    proc.join()
-    if proc.exitcode or pair["error"]:
-        sys.exit(f"side-by-side run failed (exit {proc.exitcode}): {pair['error']}")
     mem = "cuda_max_allocated_MiB" if "cuda_max_allocated_MiB" in runs[0] else "max_rss_MiB"
     print(
         f"model {args.model}, device {args.device}, {torch.get_num_threads()} torch threads, "
@@ -291,13 +211,6 @@ def main() -> None:
                 f" peak memory {b[mem] / a[mem]:.2f}x; first-step loss {a['first_loss']} vs"
                 f" {b['first_loss']}"
             )
-    steady = {p: statistics.median(r[1:] or r) for p, r in pair["rates"].items()}
-    print(
-        f"side by side in one process (the paths take turns step by step, {args.steps} steps"
-        " each; median target tokens/s over steps 2..):"
-    )
-    for path in paths:
-        print(f"  {path}: {steady[path]:,.1f} ({steady[path] / steady['naive']:.2f}x naive)")
 
 
 if __name__ == "__main__":
