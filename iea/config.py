@@ -178,7 +178,8 @@ class SegmentSettings(_Section):
     generator: Literal["stock", "fast"] = "fast"
     """``stock``: segment-anything's ``SamAutomaticMaskGenerator``; ``fast``:
     :class:`iea.vision.masks.FastMaskGenerator` (stock's decisions, pre-filtered at low
-    resolution, upsamples only what it keeps; needs ``min_mask_region_area`` 0)."""
+    resolution, upsamples only what it keeps, on the CPU only over each mask's window; needs
+    ``min_mask_region_area`` 0)."""
 
     @model_validator(mode="after")
     def _fast_generator_options(self) -> SegmentSettings:
