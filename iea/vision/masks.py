@@ -193,7 +193,7 @@ class FastMaskGenerator:
             img = p.model.image_encoder.img_size
             a_y = _resize_matrix(side, img, p.input_size[0], p.original_size[0])
             a_x = _resize_matrix(side, img, p.input_size[1], p.original_size[1])
-            self._matrices = (a_y, a_x, *_reads(a_y), *_reads(a_x))
+            self._matrices = (a_y, a_x, *_first_last(a_y > 0), *_first_last(a_x > 0))
             self._matrices_key = key
         return self._matrices
 
@@ -202,12 +202,10 @@ class FastMaskGenerator:
         rows ``r0:r1`` and columns ``c0:c1`` where a pixel can exceed ``threshold -
         offset``, and the low-resolution rows ``i0:i1`` and columns ``j0:j1`` they read, as
         ``[r0, r1, c0, c1, i0, i1, j0, j1]``; None where no pixel can."""
-        a_y, _, first_y, last_y, first_x, last_x = self._resize_matrices(x.shape[-1])
-        side = x.shape[-1]
+        _, _, first_y, last_y, first_x, last_x = self._resize_matrices(x.shape[-1])
         hot = x > self.predictor.model.mask_threshold - self.stability_score_offset
         rows, cols = hot.any(2), hot.any(1)  # n x side each
-        lo_i, hi_i = rows.int().argmax(1), side - 1 - rows.flip(1).int().argmax(1)
-        lo_j, hi_j = cols.int().argmax(1), side - 1 - cols.flip(1).int().argmax(1)
+        (lo_i, hi_i), (lo_j, hi_j) = _first_last(rows), _first_last(cols)
         # output rows reading a hot row: their last read >= lo_i and first read <= hi_i
         r0, r1 = torch.searchsorted(last_y, lo_i), torch.searchsorted(first_y, hi_i, right=True)
         c0, c1 = torch.searchsorted(last_x, lo_j), torch.searchsorted(first_x, hi_j, right=True)
@@ -294,10 +292,10 @@ def _resize_matrix(side: int, img_size: int, used: int, out: int) -> torch.Tenso
     return a[0, 0].contiguous()
 
 
-def _reads(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """First and last column with a non-zero weight, per row of ``a`` (both non-decreasing
-    down the rows, as a resize reads)."""
-    nz = a > 0
-    first = nz.int().argmax(1)
-    last = a.shape[1] - 1 - nz.flip(1).int().argmax(1)
+def _first_last(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index of the first and of the last True per row of a 2-D bool tensor (0 and the last
+    index for a row without one). For a resize matrix's non-zero weights: the first and last
+    column each output row reads, both non-decreasing down the rows."""
+    first = flags.int().argmax(1)
+    last = flags.shape[1] - 1 - flags.flip(1).int().argmax(1)
     return first.contiguous(), last.contiguous()
