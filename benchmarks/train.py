@@ -13,7 +13,8 @@ alternating over ``--paths`` (``--repeats`` rounds):
   - target-logits, split, vision-cache: each adds one switch of ``FinetuneConfig`` to the
     one before (``target_logits``, ``split_by_length``, ``cache_vision``; vision-cache is the
     engine's default, and each gives naive's gradients);
-  - ours: the defaults plus ``group_by_length`` (off by default: it changes the batches);
+  - ours: the defaults plus ``group_by_length`` (the demo's JMASA setting; off in the
+    engine by default: it changes the batches);
   reports the median samples/s and non-padding target tokens/s over the steps after the first
   (warm-up), the median step time, the padding share of the batches, and the process's peak
   memory (max RSS on CPU, ``max_memory_allocated`` on CUDA);
