@@ -295,7 +295,7 @@ class TrainSettings(_Section):
     """Steps of similar lengths (sorted within blocks of 8 steps, steps shuffled): less padding,
     but less mixed steps where length follows content; the order stays a pure function of
     (seed, epoch). On the demo's JMASA training (``configs/demo.yaml`` turns it on) four seeds
-    gave the same test F1 and a loss curve within two pooled sd of the ungrouped one.
+    gave the same test F1 and a loss curve within two pooled sd of the ungrouped one."""
     split_by_length: bool = True
     """A step's examples go through the model in passes of similar lengths: the same gradient,
     less padding."""
